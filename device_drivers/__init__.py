@@ -1,0 +1,1 @@
+"""Device drivers: decode each device family's native MQTT payloads into guardlink events."""

@@ -1,0 +1,62 @@
+"""Native guardlink wearable firmware on `guardlink/<site>/dev/<device>/up`.
+
+Every message is a JSON object with a sequence number and a type:
+
+    {"seq": 41, "type": "position", "lat": 40.8421, "lon": 111.7512, "acc": 4.5}
+    {"seq": 42, "type": "sos", "press": "short"}      # "long" = duress, a silent alarm
+    {"seq": 43, "type": "battery", "battery": 76}
+
+`seq` counts up from 0 per boot (0..2^32-1); `ts` (optional) is the device's epoch time in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+from device_drivers.payload import PayloadError, integer, json_object, number, text
+from device_drivers.driver import Driver
+from guardlink import topics
+from guardlink.geo import LatLon
+from guardlink.models import Event, EventKind
+from guardlink.siteconfig import Device
+
+PRESSES = {"short": EventKind.SOS, "long": EventKind.DURESS}
+
+
+def decode(payload: bytes, device: Device, now: float) -> list[Event]:
+    """Decode one wearable report."""
+    doc = json_object(payload)
+    seq = integer(doc, "seq", 0, 2**32 - 1, required=True)
+    kind = text(doc, "type", required=True)
+    attrs: dict[str, object] = {"seq": seq}
+    if kind == "position":
+        point = LatLon(number(doc, "lat", -90, 90, required=True), number(doc, "lon", -180, 180, required=True))
+        accuracy = number(doc, "acc", 0, 100_000)
+        return [Event(EventKind.POSITION, device.id, now, location=point, accuracy_m=accuracy, attrs=attrs)]
+    if kind == "sos":
+        press = text(doc, "press") or "short"
+        if press not in PRESSES:
+            raise PayloadError("unknown_action", f"sos press {press!r} is not one of {', '.join(PRESSES)}")
+        return [Event(PRESSES[press], device.id, now, action=press, attrs=attrs)]
+    if kind == "battery":
+        return [Event(EventKind.DEVICE_STATUS, device.id, now, battery=number(doc, "battery", 0, 100, required=True), attrs=attrs)]
+    raise PayloadError("unknown_type", f"message type {kind!r} is not one of position, sos, battery")
+
+
+def position_payload(seq: int, point: LatLon, accuracy_m: float) -> bytes:
+    """A position report as the firmware sends it."""
+    return json.dumps({"seq": seq, "type": "position", "lat": point.lat, "lon": point.lon, "acc": accuracy_m}).encode()
+
+
+def sos_payload(seq: int, press: str = "short") -> bytes:
+    """An SOS press as the firmware sends it."""
+    return json.dumps({"seq": seq, "type": "sos", "press": press}).encode()
+
+
+DRIVER = Driver(
+    name="guardlink_wearable",
+    summary="guardlink's native wearable firmware (position, SOS, battery)",
+    watch=lambda site: (topics.native_device_uplink(site, "+"),),
+    default_topic=topics.native_device_uplink,
+    decode=decode,
+)

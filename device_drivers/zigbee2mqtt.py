@@ -1,0 +1,54 @@
+"""Zigbee2MQTT buttons: `zigbee2mqtt/<friendly name>` JSON state with `action`, `battery`, `linkquality`."""
+
+from __future__ import annotations
+
+import json
+
+from device_drivers.payload import PayloadError, integer, json_object, number, text
+from device_drivers.driver import Driver
+from guardlink.models import Event, EventKind
+from guardlink.siteconfig import Device
+
+# Actions Zigbee2MQTT publishes for buttons (single/multi press, hold and release, Aqara "many"/"long").
+ACTIONS = frozenset({"single", "double", "triple", "quadruple", "many", "hold", "release", "long", "long_release", "press"})
+
+
+def decode(payload: bytes, device: Device, now: float) -> list[Event]:
+    """Decode one state message into a press event (if any) and a status event (if any)."""
+    doc = json_object(payload)
+    events: list[Event] = []
+    action = text(doc, "action")
+    if action:  # Zigbee2MQTT clears the action with "" right after a press
+        if action not in ACTIONS:
+            raise PayloadError("unknown_action", f"action {action!r} is not a button action ({', '.join(sorted(ACTIONS))})")
+        kind = (
+            EventKind.DURESS if action in device.duress_actions
+            else EventKind.PANIC if action in device.panic_actions
+            else EventKind.BUTTON
+        )
+        location = device.location.point() if device.location else None
+        events.append(Event(kind, device.id, now, location=location, action=action))
+    battery = number(doc, "battery", 0, 100)
+    linkquality = integer(doc, "linkquality", 0, 255)
+    if battery is not None or linkquality is not None:
+        events.append(Event(EventKind.DEVICE_STATUS, device.id, now, battery=battery, linkquality=linkquality))
+    return events
+
+
+def button_payload(action: str, battery: float | None = None, linkquality: int | None = None) -> bytes:
+    """What Zigbee2MQTT publishes for a button press (used by the simulators)."""
+    doc: dict[str, object] = {"action": action}
+    if battery is not None:
+        doc["battery"] = battery
+    if linkquality is not None:
+        doc["linkquality"] = linkquality
+    return json.dumps(doc).encode()
+
+
+DRIVER = Driver(
+    name="zigbee2mqtt",
+    summary="Zigbee buttons bridged by Zigbee2MQTT",
+    watch=lambda site: ("zigbee2mqtt/+",),
+    default_topic=lambda site, device: f"zigbee2mqtt/{device}",
+    decode=decode,
+)

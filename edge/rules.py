@@ -1,0 +1,31 @@
+"""Rules: which events are incidents, and how severe. Pure functions over plain data."""
+
+from __future__ import annotations
+
+from guardlink.geo import LatLon
+from guardlink.models import Event, EventKind, Incident, IncidentKind, Location, Severity, iso
+from guardlink.siteconfig import Device
+
+ALARMS: dict[EventKind, tuple[IncidentKind, Severity]] = {
+    EventKind.PANIC: (IncidentKind.PANIC, Severity.CRITICAL),
+    EventKind.DURESS: (IncidentKind.DURESS, Severity.CRITICAL),
+    EventKind.SOS: (IncidentKind.SOS, Severity.CRITICAL),
+}
+
+
+def incident_for(event: Event, device: Device, raised_by_guard: str | None, last_known: LatLon | None) -> Incident | None:
+    """The incident an event raises, or None; `last_known` places devices that report no position."""
+    alarm = ALARMS.get(event.kind)
+    if alarm is None:
+        return None
+    kind, severity = alarm
+    point = event.location or last_known
+    return Incident(
+        kind=kind,
+        severity=severity,
+        device=device.id,
+        zone=device.zone,
+        location=Location.of(point) if point else None,
+        raised_by_guard=raised_by_guard,
+        detected_at=iso(event.at),
+    )

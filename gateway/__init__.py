@@ -1,0 +1,1 @@
+"""What crosses the site boundary: MQTT sessions, the police uplink and the police-side stream."""

@@ -1,0 +1,167 @@
+"""The contract: events from devices, incidents, guard assignments and the escalation document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from guardlink.geo import LatLon
+
+ESCALATION_SCHEMA = "guardlink.escalation/1"
+
+
+class EventKind(StrEnum):
+    """What a driver saw a device report."""
+
+    PANIC = "panic"  # a panic button press (audible alarm)
+    DURESS = "duress"  # a silent alarm: the person pressing it is under threat
+    SOS = "sos"  # a guard's wearable SOS button
+    BUTTON = "button"  # a press that the site does not treat as an alarm (test, release, ...)
+    POSITION = "position"  # a wearable or phone reports where it is
+    DEVICE_STATUS = "device_status"  # battery, link quality
+
+
+class Severity(StrEnum):
+    """How urgently an incident needs people."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class IncidentKind(StrEnum):
+    """Closed set of incidents the edge raises."""
+
+    PANIC = "panic"
+    DURESS = "duress"
+    SOS = "sos"
+
+
+class EscalationStatus(StrEnum):
+    """Where an escalation stands, as the police see it."""
+
+    DISPATCHED = "dispatched"  # a guard has been offered the job
+    NO_GUARD_AVAILABLE = "no_guard_available"
+
+
+class AssignmentState(StrEnum):
+    """A guard's part in one incident."""
+
+    OFFERED = "offered"
+
+
+@dataclass(slots=True)
+class Event:
+    """One decoded device report, in guardlink terms."""
+
+    kind: EventKind
+    device: str
+    at: float  # epoch seconds when the edge received it
+    location: LatLon | None = None
+    accuracy_m: float | None = None
+    action: str | None = None
+    battery: float | None = None
+    linkquality: int | None = None
+    attrs: dict[str, object] = field(default_factory=dict)
+
+
+def iso(epoch_s: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+
+class Location(_Doc):
+    """A WGS-84 position in decimal degrees."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+    @classmethod
+    def of(cls, point: LatLon) -> Location:
+        return cls(lat=point.lat, lon=point.lon)
+
+
+class SiteRef(_Doc):
+    """The site an escalation comes from."""
+
+    id: str
+    name: str
+    district: str
+    location: Location
+
+
+class Incident(_Doc):
+    """What happened, where, raised by which device (and which guard, if a wearable)."""
+
+    kind: IncidentKind
+    severity: Severity
+    device: str = Field(description="site device id that raised it")
+    zone: str | None = None
+    location: Location | None = Field(description="where it happened; null when the device has no known position")
+    raised_by_guard: str | None = Field(default=None, description="guard whose wearable raised it")
+    detected_at: datetime = Field(description="when the edge received the device's report (UTC)")
+
+
+class Assignment(_Doc):
+    """A guard the edge has chosen for the incident."""
+
+    guard: str
+    name: str
+    roles: list[str]
+    state: AssignmentState
+    distance_m: float = Field(ge=0, description="great-circle distance from the guard's last position")
+    guard_location: Location
+    position_age_s: float = Field(ge=0, description="age of the guard position used for the choice")
+    offered_at: datetime
+
+
+class Escalation(_Doc):
+    """The document the police receive; a new revision on every change, dedupe by (id, revision)."""
+
+    schema_: Literal["guardlink.escalation/1"] = Field(default=ESCALATION_SCHEMA, alias="schema")
+    id: str = Field(description="stable unique id (UUIDv7); retries and revisions keep it")
+    revision: int = Field(ge=1)
+    site: SiteRef
+    incident: Incident
+    assignments: list[Assignment]
+    evidence: list[dict[str, object]] = Field(default_factory=list)
+    status: EscalationStatus
+    issued_at: datetime = Field(description="when this revision was made (UTC)")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, json_schema_serialization_defaults_required=True)
+
+    def to_json(self) -> bytes:
+        """The wire form published to the police broker."""
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Escalation:
+        """Parse and validate a wire document."""
+        return cls.model_validate_json(payload)
+
+
+class Offer(_Doc):
+    """A job offered to a guard on the wearable's offer topic."""
+
+    escalation: str
+    kind: IncidentKind
+    severity: Severity
+    device: str
+    zone: str | None
+    location: Location | None
+    distance_m: float
+    offered_at: datetime
+
+
+def escalation_json_schema() -> dict[str, object]:
+    """JSON Schema of the escalation document, as committed in guardlink/schemas/."""
+    schema = Escalation.model_json_schema(by_alias=True, mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": ESCALATION_SCHEMA, **schema}

@@ -1,0 +1,50 @@
+"""Every MQTT topic guardlink publishes or subscribes to, in one place."""
+
+from __future__ import annotations
+
+ROOT = "guardlink"
+
+
+def guard_offer(site: str, guard: str) -> str:
+    """Where the edge offers a job to a guard's wearable (QoS 1)."""
+    return f"{ROOT}/{site}/guards/{guard}/offer"
+
+
+def guard_reply(site: str, guard: str) -> str:
+    """Where a guard's wearable answers an offer."""
+    return f"{ROOT}/{site}/guards/{guard}/reply"
+
+
+def device_config(site: str, device: str) -> str:
+    """Retained, signed configuration for a device."""
+    return f"{ROOT}/{site}/devices/{device}/config"
+
+
+def device_availability(site: str, device: str) -> str:
+    """online/offline of a device as the edge sees it."""
+    return f"{ROOT}/{site}/devices/{device}/availability"
+
+
+def edge_status(site: str) -> str:
+    """The edge node's status on the site broker; its Last Will says offline."""
+    return f"{ROOT}/{site}/edge/status"
+
+
+def native_device_uplink(site: str, device: str) -> str:
+    """Where native guardlink firmware (wearables, buttons) publishes its reports."""
+    return f"{ROOT}/{site}/dev/{device}/up"
+
+
+def police_escalations(district: str, site: str) -> str:
+    """The police stream of one site's escalations (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/escalations"
+
+
+def police_commands(district: str, site: str) -> str:
+    """Commands from the police back to a site."""
+    return f"{ROOT}/police/{district}/{site}/commands"
+
+
+def police_escalations_filter(district: str = "+", site: str = "+") -> str:
+    """Subscription filter for the police stream; '+' means every district or site."""
+    return police_escalations(district, site)
