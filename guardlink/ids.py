@@ -12,11 +12,11 @@ _last_ms = 0
 _counter = 0
 
 
-def uuid7(now_ms: int | None = None) -> str:
+def uuid7() -> str:
     """A new UUIDv7 string; ids made in one process sort in creation order."""
     global _last_ms, _counter
     with _lock:
-        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        ms = int(time.time() * 1000)
         if ms <= _last_ms:
             # Same (or earlier) millisecond: keep order with a 12-bit counter, borrowing a ms when it wraps.
             ms = _last_ms

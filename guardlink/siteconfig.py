@@ -43,9 +43,11 @@ class BrokerUrl(BaseModel):
         if not parts.hostname:
             raise ValueError(f"broker URL {url!r} has no host; write mqtt://host:port")
         try:
-            port = parts.port or 1883
+            port = 1883 if parts.port is None else parts.port
         except ValueError:
-            raise ValueError(f"broker URL {url!r} has an invalid port") from None
+            port = 0
+        if not 0 < port < 65536:
+            raise ValueError(f"broker URL {url!r} has an invalid port")
         return cls(host=parts.hostname, port=port, username=parts.username, password=parts.password)
 
     def __str__(self) -> str:
@@ -154,6 +156,10 @@ def load_site(path: str | Path, known_drivers: Collection[str] | None = None) ->
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read site file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raw = exc.object[: exc.start]
+        line, col = raw.count(b"\n") + 1, exc.start - (raw.rfind(b"\n") + 1) + 1
+        raise ConfigError([f"{path}:{line}:{col}: the site file is not UTF-8 text (byte {exc.object[exc.start]:#04x})"]) from None
     return parse_site(text, str(path), known_drivers)
 
 
@@ -165,6 +171,10 @@ def parse_site(text: str, filename: str, known_drivers: Collection[str] | None =
         mark = exc.problem_mark or exc.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: carries a position, not a mark
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError([f"{filename}:{line}:{col}: invalid YAML: control character U+{exc.character:04X} is not allowed"]) from None
     if root is None:
         raise ConfigError([f"{filename}:1:1: the file is empty; a site needs at least 'site' and 'police'"])
     errors = [f"{_at(filename, node)}: duplicate key {key!r}" for key, node in _duplicate_keys(root)]
@@ -176,6 +186,8 @@ def parse_site(text: str, filename: str, known_drivers: Collection[str] | None =
     except ValidationError as exc:
         for err in exc.errors():
             node, loc = _node_at(root, err["loc"])
+            if err["type"] == "extra_forbidden":  # point at the misspelt key, not at its value
+                node = _key_node(_node_at(root, err["loc"][:-1])[0], err["loc"][-1]) or node
             field = ".".join(str(p) for p in loc) or "(top level)"
             errors.append(f"{_at(filename, node)}: {field}: {_explain(err)}")
         raise ConfigError(errors) from None
@@ -257,6 +269,12 @@ def _node_at(root: yaml.Node, loc: tuple) -> tuple[yaml.Node, tuple]:
         node = child
         reached.append(part)
     return node, tuple(reached) if reached else tuple(loc)
+
+
+def _key_node(mapping: yaml.Node, name: object) -> yaml.Node | None:
+    if isinstance(mapping, yaml.MappingNode):
+        return next((key for key, _ in mapping.value if key.value == str(name)), None)
+    return None
 
 
 def _duplicate_keys(node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:

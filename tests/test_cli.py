@@ -1,0 +1,110 @@
+"""The documented commands, run as a user runs them: separate processes against real brokers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import REPO, SCHOOL
+
+GUARDLINK = [sys.executable, "-m", "guardlink.cli"]
+COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start guardlink processes; every one is stopped after the test, pass or fail."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        procs.append(subprocess.Popen([*GUARDLINK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_demo_json_prints_valid_escalations_and_exits_zero():
+    result = subprocess.run(
+        [*GUARDLINK, "demo", "--duration", "4", "--press-every", "0.8", "--json", "--seed", "2"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines, f"no escalation printed; stderr:\n{result.stderr}"
+    for line in lines:
+        doc = json.loads(line)
+        jsonschema.validate(doc, COMMITTED_SCHEMA)
+        assert doc["schema"] == "guardlink.escalation/1"
+    assert len({json.loads(line)["id"] for line in lines}) == len(lines)
+    assert "summary:" in result.stderr
+
+
+def read_lines_until(stream, predicate: Callable[[str], bool], timeout_s: float) -> list[str]:
+    """Read lines from a process stream in a thread until one matches or the time is up."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def pump() -> None:
+        for line in stream:
+            lines.append(line)
+            if predicate(line):
+                found.set()
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    found.wait(timeout_s)
+    return lines
+
+
+def test_edge_police_watch_and_simulate_commands_work_together(mosquitto, police_mosquitto, spawn, recorder):
+    status = recorder(mosquitto, "guardlink/+/edge/status")
+    edge = spawn("edge", "--config", str(SCHOOL), "--broker", str(mosquitto), "--police-broker", str(police_mosquitto))
+    watch = spawn("police", "watch", "--broker", str(police_mosquitto), "--json")
+    # The edge announces itself (retained) once subscribed; the watcher says where it listens.
+    read_lines_until(watch.stderr, lambda line: line.startswith("watching"), 20)
+    deadline = time.monotonic() + 20
+    while b'{"state": "online"}' not in status.payloads() and time.monotonic() < deadline and edge.poll() is None:
+        time.sleep(0.02)
+    assert b'{"state": "online"}' in status.payloads(), edge.stderr.read() if edge.poll() is not None else "edge not ready"
+
+    press = subprocess.run(
+        [*GUARDLINK, "simulate", "--site", str(SCHOOL), "--broker", str(mosquitto), "--press", "btn-hall", "--seed", "4"],
+        capture_output=True, text=True, timeout=30, cwd=REPO,
+    )
+    assert press.returncode == 0, press.stderr
+    lines = read_lines_until(watch.stdout, lambda line: line.strip().startswith("{"), 20)
+    docs = [json.loads(line) for line in lines if line.strip().startswith("{")]
+    assert docs, "police watch printed no escalation"
+    jsonschema.validate(docs[0], COMMITTED_SCHEMA)
+    assert docs[0]["incident"]["device"] == "btn-hall"
+    assert docs[0]["assignments"], "the simulator reported positions first, so a guard must be assigned"
+
+
+def test_edge_refuses_a_broken_site_file_with_file_line_col(tmp_path: Path):
+    bad = tmp_path / "site.yaml"
+    bad.write_text(SCHOOL.read_text().replace("driver: zigbee2mqtt\n    location: {lat: 40.84172", "driver: zigbe2mqtt\n    location: {lat: 40.84172"))
+    result = subprocess.run([*GUARDLINK, "edge", "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    line_no = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "zigbe2mqtt" in line)
+    assert f"{bad}:{line_no}:13: device 'btn-hall' uses unknown driver 'zigbe2mqtt' (known: guardlink_wearable, owntracks, zigbee2mqtt)" in result.stderr
+
+
+def test_schema_command_prints_the_committed_schema():
+    result = subprocess.run([*GUARDLINK, "schema", "escalation"], capture_output=True, text=True, timeout=30)
+    assert json.loads(result.stdout) == COMMITTED_SCHEMA, "schema drifted: run `make schemas` and commit"

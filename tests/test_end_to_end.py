@@ -1,0 +1,105 @@
+"""A press on a real broker reaches the police stream with the nearest guard assigned."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from contextlib import ExitStack
+
+import jsonschema
+import pytest
+
+from conftest import running_edge, running_mosquitto, wait_until
+from device_drivers.simulators import SiteSimulator
+from guardlink import topics
+from guardlink.models import Escalation, escalation_json_schema
+from guardlink.siteconfig import SiteConfig
+
+SCHEMA = escalation_json_schema()
+
+
+def brute_force_nearest(target: tuple[float, float], guards: dict[str, tuple[float, float]]) -> tuple[str, float]:
+    """Independent check: straight haversine over every guard, no shared code."""
+
+    def dist(a: tuple[float, float], b: tuple[float, float]) -> float:
+        la1, lo1, la2, lo2 = map(math.radians, (*a, *b))
+        h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+        return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+
+    return min(((g, dist(target, p)) for g, p in guards.items()), key=lambda x: (x[1], x[0]))
+
+
+def guard_positions(config: SiteConfig, sim: SiteSimulator) -> dict[str, tuple[float, float]]:
+    return {g.id: (sim.walkers[g.wearable].point.lat, sim.walkers[g.wearable].point.lon) for g in config.guards}
+
+
+async def test_zigbee_press_escalates_once_with_nearest_guard(school, mosquitto, police_mosquitto, recorder):
+    police = recorder(police_mosquitto, topics.police_escalations_filter())
+    offers = recorder(mosquitto, topics.guard_offer(school.site.id, "+"))
+    async with running_edge(school, mosquitto, police_mosquitto) as node:
+        with SiteSimulator(school, mosquitto, seed=7) as sim:
+            await asyncio.to_thread(sim.report_positions)
+            positions = guard_positions(school, sim)
+            await wait_until(lambda: all(s.point for s in node.board.guards.values()), what="guard positions at the edge")
+            await asyncio.to_thread(sim.press, "btn-gate", "single")
+            await wait_until(lambda: police.payloads(), what="an escalation on the police broker")
+            await asyncio.sleep(0.5)  # anything duplicated would arrive by now
+
+    [payload] = police.payloads()
+    doc = json.loads(payload)
+    jsonschema.validate(doc, SCHEMA)
+    escalation = Escalation.from_json(payload)
+    assert police.messages[0][0] == topics.police_escalations(school.site.district, school.site.id)
+    assert escalation.incident.kind == "panic" and escalation.incident.severity == "critical"
+    assert escalation.incident.device == "btn-gate" and escalation.incident.zone == "main-gate"
+    gate = school.device("btn-gate").location
+    expected_guard, expected_m = brute_force_nearest((gate.lat, gate.lon), positions)
+    [assignment] = escalation.assignments
+    assert assignment.guard == expected_guard
+    assert assignment.distance_m == pytest.approx(expected_m, abs=0.1)
+    assert escalation.status == "dispatched" and escalation.revision == 1
+    [(offer_topic, offer)] = offers.messages
+    assert offer_topic == topics.guard_offer(school.site.id, expected_guard)
+    assert json.loads(offer)["escalation"] == escalation.id
+
+
+async def test_wearable_sos_never_assigns_the_guard_who_raised_it(school, mosquitto, recorder):
+    police = recorder(mosquitto, topics.police_escalations_filter())
+    async with running_edge(school, mosquitto, mosquitto) as node:
+        with SiteSimulator(school, mosquitto, seed=3) as sim:
+            await asyncio.to_thread(sim.report_positions)
+            positions = guard_positions(school, sim)
+            await wait_until(lambda: all(s.point for s in node.board.guards.values()), what="guard positions")
+            await asyncio.to_thread(sim.press, "wear-li")
+            await wait_until(lambda: police.payloads(), what="the SOS escalation")
+
+    escalation = Escalation.from_json(police.payloads()[0])
+    assert escalation.incident.kind == "sos" and escalation.incident.raised_by_guard == "g-li"
+    li = positions.pop("g-li")
+    assert (escalation.incident.location.lat, escalation.incident.location.lon) == pytest.approx(li)
+    assert escalation.assignments[0].guard == brute_force_nearest(li, positions)[0]
+
+
+async def test_press_with_no_guard_on_duty_still_reaches_police(school, mosquitto, recorder):
+    police = recorder(mosquitto, topics.police_escalations_filter())
+    async with running_edge(school, mosquitto, mosquitto):
+        with SiteSimulator(school, mosquitto) as sim:  # no positions reported: nobody can be placed
+            await asyncio.to_thread(sim.press, "btn-hall", "hold")
+            await wait_until(lambda: police.payloads(), what="the escalation")
+    escalation = Escalation.from_json(police.payloads()[0])
+    assert escalation.status == "no_guard_available" and escalation.assignments == []
+
+
+async def test_escalations_queued_while_police_broker_is_down_are_delivered_on_return(school, mosquitto, tmp_path, recorder):
+    with running_mosquitto(tmp_path) as police_url:
+        pass  # the police broker's address is known, but nothing listens there any more
+    with ExitStack() as police_back:
+        async with running_edge(school, mosquitto, police_url) as node:
+            with SiteSimulator(school, mosquitto, seed=1) as sim:
+                await asyncio.to_thread(sim.press, "btn-gate")
+                await wait_until(lambda: node.uplink.backlog == 1, what="the escalation waiting in the uplink")
+            police_back.enter_context(running_mosquitto(tmp_path, police_url.port))
+            police = recorder(police_url, topics.police_escalations_filter())
+            await wait_until(lambda: police.payloads(), timeout_s=15, what="delivery after the police broker returns")
+    assert Escalation.from_json(police.payloads()[0]).incident.device == "btn-gate"
