@@ -48,14 +48,21 @@ def running_mosquitto(workdir: Path, port: int | None = None, extra_config: str 
                 yield BrokerUrl(host="127.0.0.1", port=port)
                 return
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         if attempt == attempts - 1:
             pytest.fail(f"mosquitto did not start: {log_path.read_text(errors='replace')}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a process, killing it if it does not exit within 5 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import REPO, SCHOOL
+from conftest import REPO, SCHOOL, stop_process
 
 GUARDLINK = [sys.executable, "-m", "guardlink.cli"]
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
@@ -30,13 +30,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def test_demo_json_prints_valid_escalations_and_exits_zero():
