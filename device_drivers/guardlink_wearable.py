@@ -7,6 +7,8 @@ Every message is a JSON object with a sequence number and a type:
     {"seq": 43, "type": "battery", "battery": 76}
 
 `seq` counts up from 0 per boot (0..2^32-1); `ts` (optional) is the device's epoch time in seconds.
+The firmware reports at least every 30 s and sets its MQTT Last Will to `offline` (retained) on
+`guardlink/<site>/devices/<device>/availability`, publishing `online` there after connecting.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def sos_payload(seq: int, press: str = "short") -> bytes:
 DRIVER = Driver(
     name="guardlink_wearable",
     summary="guardlink's native wearable firmware (position, SOS, battery)",
-    watch=lambda site: (topics.native_device_uplink(site, "+"),),
+    watch=lambda site: (topics.native_device_uplink(site, "+"), topics.device_availability(site, "+")),
     default_topic=topics.native_device_uplink,
     decode=decode,
+    heartbeat_s=30.0,  # the firmware reports its position every 30 s or sooner
+    availability_topic=lambda site, device, topic: topics.device_availability(site, device),
 )

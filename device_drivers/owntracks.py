@@ -12,9 +12,12 @@ from guardlink.siteconfig import Device
 
 
 def decode(payload: bytes, device: Device, now: float) -> list[Event]:
-    """Decode a location report; other OwnTracks message types carry nothing guardlink uses yet."""
+    """Decode a location report or the app's Last Will; other message types carry nothing guardlink uses yet."""
     doc = json_object(payload)
-    if text(doc, "_type", required=True) != "location":
+    kind = text(doc, "_type", required=True)
+    if kind == "lwt":  # the app's Last Will: the phone dropped off the broker
+        return [Event(EventKind.AVAILABILITY, device.id, now, online=False)]
+    if kind != "location":
         return []
     point = LatLon(number(doc, "lat", -90, 90, required=True), number(doc, "lon", -180, 180, required=True))
     events = [Event(EventKind.POSITION, device.id, now, location=point, accuracy_m=number(doc, "acc", 0, 100_000))]
@@ -38,4 +41,5 @@ DRIVER = Driver(
     watch=lambda site: ("owntracks/+/+",),
     default_topic=lambda site, device: f"owntracks/{site}/{device}",
     decode=decode,
+    heartbeat_s=900.0,  # the app's default significant-change mode reports at least every 15 min
 )

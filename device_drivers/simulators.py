@@ -55,6 +55,7 @@ class SiteSimulator:
         self.pressable = [d for d in config.devices if d.driver in PRESSABLE]
         self.pressed: dict[str, float] = {}  # device -> time of its latest press, set before publishing
         self._seq: dict[str, int] = {}
+        self._in_flight: list[mqtt.MQTTMessageInfo] = []
         self._connected = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"guardlink-sim-{config.site.id}-{self.rng.getrandbits(32):08x}")
         if broker.username:
@@ -70,8 +71,16 @@ class SiteSimulator:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.wait_published()
         self._client.disconnect()
         self._client.loop_stop()
+
+    def wait_published(self, timeout_s: float = 10.0) -> None:
+        """Block until the broker has acknowledged everything published so far."""
+        deadline = time.monotonic() + timeout_s
+        for info in self._in_flight:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        self._in_flight.clear()
 
     def report_positions(self, step_m: float = 4.0) -> None:
         """Every wearable walks a step and reports where it is."""
@@ -131,7 +140,8 @@ class SiteSimulator:
 
     def _publish(self, device: Device, payload: bytes) -> None:
         topic = driver(device.driver).topic_for(self.config.site.id, device)
-        self._client.publish(topic, payload, qos=1)
+        self._in_flight = [i for i in self._in_flight if not i.is_published()]
+        self._in_flight.append(self._client.publish(topic, payload, qos=1))
 
     def _next_seq(self, device_id: str) -> int:
         self._seq[device_id] = self._seq.get(device_id, -1) + 1

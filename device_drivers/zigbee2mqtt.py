@@ -1,4 +1,5 @@
-"""Zigbee2MQTT buttons: `zigbee2mqtt/<friendly name>` JSON state with `action`, `battery`, `linkquality`."""
+"""Zigbee2MQTT buttons: `zigbee2mqtt/<friendly name>` JSON state with `action`, `battery`, `linkquality`, `tamper`;
+availability on `zigbee2mqtt/<friendly name>/availability`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
         )
         location = device.location.point() if device.location else None
         events.append(Event(kind, device.id, now, location=location, action=action))
+    tamper = doc.get("tamper")
+    if tamper is not None and not isinstance(tamper, bool):
+        raise PayloadError("wrong_type", f"'tamper' must be true or false, got {type(tamper).__name__}")
+    if tamper:
+        events.append(Event(EventKind.TAMPER, device.id, now, location=device.location.point() if device.location else None))
     battery = number(doc, "battery", 0, 100)
     linkquality = integer(doc, "linkquality", 0, 255)
     if battery is not None or linkquality is not None:
@@ -48,7 +54,9 @@ def button_payload(action: str, battery: float | None = None, linkquality: int |
 DRIVER = Driver(
     name="zigbee2mqtt",
     summary="Zigbee buttons bridged by Zigbee2MQTT",
-    watch=lambda site: ("zigbee2mqtt/+",),
+    watch=lambda site: ("zigbee2mqtt/+", "zigbee2mqtt/+/availability"),
     default_topic=lambda site, device: f"zigbee2mqtt/{device}",
     decode=decode,
+    heartbeat_s=3600.0,  # battery buttons check in about hourly (Zigbee2MQTT's own passive timeout is 25 h)
+    availability_topic=lambda site, device, topic: f"{topic}/availability",
 )

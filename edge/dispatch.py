@@ -1,23 +1,11 @@
-"""Local dispatch: pick the nearest on-duty guard for an incident and write the escalation."""
+"""Local dispatch: pick the nearest on-duty guard for an incident."""
 
 from __future__ import annotations
 
 from edge.guards import GuardBoard
 from guardlink.geo import LatLon
-from guardlink.ids import uuid7
-from guardlink.models import (
-    Assignment,
-    AssignmentState,
-    Escalation,
-    EscalationStatus,
-    Incident,
-    Location,
-    Offer,
-    SiteRef,
-    iso,
-)
+from guardlink.models import Assignment, AssignmentState, Incident, Location, iso
 from guardlink.ranking import rank_nearest
-from guardlink.siteconfig import SiteConfig
 
 
 def assign_nearest(incident: Incident, board: GuardBoard, fallback: LatLon, now: float) -> list[Assignment]:
@@ -41,32 +29,3 @@ def assign_nearest(incident: Incident, board: GuardBoard, fallback: LatLon, now:
             offered_at=iso(now),
         )
     ]
-
-
-def first_revision(config: SiteConfig, incident: Incident, assignments: list[Assignment], now: float) -> Escalation:
-    """Revision 1 of a new escalation, with a fresh stable id."""
-    site = config.site
-    return Escalation(
-        id=uuid7(),
-        revision=1,
-        site=SiteRef(id=site.id, name=site.name, district=site.district, location=Location.of(site.location.point())),
-        incident=incident,
-        assignments=assignments,
-        status=EscalationStatus.DISPATCHED if assignments else EscalationStatus.NO_GUARD_AVAILABLE,
-        issued_at=iso(now),
-    )
-
-
-def offer_for(escalation: Escalation, assignment: Assignment) -> Offer:
-    """The job offer a guard's wearable shows."""
-    inc = escalation.incident
-    return Offer(
-        escalation=escalation.id,
-        kind=inc.kind,
-        severity=inc.severity,
-        device=inc.device,
-        zone=inc.zone,
-        location=inc.location,
-        distance_m=assignment.distance_m,
-        offered_at=assignment.offered_at,
-    )

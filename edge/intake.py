@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from paho.mqtt.client import topic_matches_sub
 
+from device_drivers.driver import decode_availability
 from device_drivers.payload import PayloadError
-from device_drivers.registry import Driver, driver
+from device_drivers.registry import driver
 from guardlink.models import Event
 from guardlink.siteconfig import Device, SiteConfig
 
@@ -43,17 +46,31 @@ class Rejections:
             self._last_logged[key] = (now, self.counts[key])
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which device a topic belongs to, and how to read it."""
+
+    device: Device
+    driver_name: str
+    decode: Callable[[bytes, Device, float], list[Event]]
+
+
 class Intake:
     """Knows which topic belongs to which configured device and decodes it with that device's driver."""
 
     def __init__(self, config: SiteConfig) -> None:
         self.rejections = Rejections()
-        self.routes: dict[str, tuple[Device, Driver]] = {}
+        self.routes: dict[str, Route] = {}
         filters: set[str] = set()
+        site = config.site.id
         for device in config.devices:
             drv = driver(device.driver)
-            self.routes[drv.topic_for(config.site.id, device)] = (device, drv)
-            filters.update(drv.watch(config.site.id))
+            topic = drv.topic_for(site, device)
+            self.routes[topic] = Route(device, drv.name, drv.decode)
+            availability = drv.availability_topic(site, device.id, topic)
+            if availability:
+                self.routes[availability] = Route(device, drv.name, decode_availability)
+            filters.update(drv.watch(site))
         # Devices whose configured topic lies outside their family's usual filter are subscribed exactly.
         filters.update(t for t in self.routes if not any(topic_matches_sub(f, t) for f in filters))
         self.filters = sorted(filters)
@@ -64,12 +81,11 @@ class Intake:
         if route is None:
             self.rejections.record(UNKNOWN_DEVICE, "unknown_device", f"topic {topic!r}", now)
             return []
-        device, drv = route
         try:
-            return drv.decode(payload, device, now)
+            return route.decode(payload, route.device, now)
         except PayloadError as exc:
-            self.rejections.record(device.id, exc.reason, exc.detail, now)
+            self.rejections.record(route.device.id, exc.reason, exc.detail, now)
         except Exception as exc:  # a decoder bug must not take the edge down with it
-            log.exception("event=decoder_failed device=%s driver=%s", device.id, drv.name)
-            self.rejections.record(device.id, "decoder_error", repr(exc), now)
+            log.exception("event=decoder_failed device=%s driver=%s", route.device.id, route.driver_name)
+            self.rejections.record(route.device.id, "decoder_error", repr(exc), now)
         return []

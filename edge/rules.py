@@ -1,4 +1,4 @@
-"""Rules: which events are incidents, and how severe. Pure functions over plain data."""
+"""Rules: which events and device conditions are incidents, and how severe. Pure functions over plain data."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ ALARMS: dict[EventKind, tuple[IncidentKind, Severity]] = {
     EventKind.PANIC: (IncidentKind.PANIC, Severity.CRITICAL),
     EventKind.DURESS: (IncidentKind.DURESS, Severity.CRITICAL),
     EventKind.SOS: (IncidentKind.SOS, Severity.CRITICAL),
+    EventKind.TAMPER: (IncidentKind.TAMPER, Severity.WARNING),  # someone opened or pulled off a device: send a guard
+}
+
+CONDITIONS: dict[IncidentKind, Severity] = {
+    IncidentKind.DEVICE_OFFLINE: Severity.WARNING,
+    IncidentKind.LOW_BATTERY: Severity.INFO,
 }
 
 
@@ -28,4 +34,18 @@ def incident_for(event: Event, device: Device, raised_by_guard: str | None, last
         location=Location.of(point) if point else None,
         raised_by_guard=raised_by_guard,
         detected_at=iso(event.at),
+    )
+
+
+def condition_incident(kind: IncidentKind, device: Device, detail: str, now: float, last_known: LatLon | None) -> Incident:
+    """The incident for a device condition raised by supervision (offline, low battery)."""
+    point = device.location.point() if device.location else last_known
+    return Incident(
+        kind=kind,
+        severity=CONDITIONS[kind],
+        device=device.id,
+        zone=device.zone,
+        location=Location.of(point) if point else None,
+        detected_at=iso(now),
+        detail=detail,
     )

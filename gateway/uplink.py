@@ -1,53 +1,88 @@
-"""The police uplink: escalations to the district's broker at QoS 1, in order, each held until PUBACK."""
+"""The police uplink: stored escalation revisions to the district's broker at QoS 1, in order, plus the site's status."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections import deque
+import time
+from collections.abc import Callable
 
 import aiomqtt
 
 from gateway.connection import stay_connected
+from gateway.outbox import Outbox
 from guardlink import topics
-from guardlink.models import Escalation
 from guardlink.siteconfig import BrokerUrl
 
 log = logging.getLogger(__name__)
 
 
 class PoliceUplink:
-    """Delivers submitted escalations to the police broker; a revision leaves the queue only once acknowledged."""
+    """Delivers the outbox to the police broker; a revision is marked delivered only on PUBACK.
 
-    def __init__(self, broker: BrokerUrl, district: str, site: str) -> None:
+    Revisions go out in sequence order, up to `window` in flight; after a broken connection the
+    oldest unacknowledged one is sent again first, so the police see each site's revisions in order
+    (possibly twice, which they dedupe by id and revision). Reconnects back off up to 5 s, forever.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerUrl,
+        district: str,
+        site: str,
+        outbox: Outbox,
+        *,
+        status: Callable[[], dict[str, object]],
+        status_every_s: float = 10.0,
+        window: int = 64,
+    ) -> None:
         self.broker = broker
+        self.outbox = outbox
         self.topic = topics.police_escalations(district, site)
+        self.status_topic = topics.police_site_status(district, site)
         self.identifier = f"guardlink-edge-{site}-uplink"
+        self.status = status
+        self.status_every_s = status_every_s
+        self.window = window
         self.delivered = 0
-        self._pending: deque[Escalation] = deque()
-        self._wake = asyncio.Event()
-
-    @property
-    def backlog(self) -> int:
-        """Escalation revisions not yet acknowledged by the police broker."""
-        return len(self._pending)
-
-    def submit(self, escalation: Escalation) -> None:
-        """Queue a revision for delivery (returns at once)."""
-        self._pending.append(escalation)
-        self._wake.set()
+        self.connected = False
 
     async def run(self) -> None:
         """Deliver forever, reconnecting as needed."""
-        await stay_connected(self.broker, self._deliver, identifier=self.identifier)
+        will = aiomqtt.Will(self.status_topic, self._status_document("offline"), qos=1, retain=True)
+        await stay_connected(self.broker, self._session, identifier=self.identifier, will=will)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        self.connected = True
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._heartbeat(client))
+                tasks.create_task(self._deliver(client))
+        except* aiomqtt.MqttError as group:
+            raise group.exceptions[0] from None
+        finally:
+            self.connected = False
 
     async def _deliver(self, client: aiomqtt.Client) -> None:
         while True:
-            while not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            escalation = self._pending[0]
-            await client.publish(self.topic, escalation.to_json(), qos=1)
-            self._pending.popleft()
-            self.delivered += 1
-            log.info("event=escalation_delivered id=%s revision=%d backlog=%d", escalation.id, escalation.revision, len(self._pending))
+            self.outbox.changed.clear()
+            batch = self.outbox.deliverable(self.window)
+            if not batch:
+                await self.outbox.changed.wait()
+                continue
+            await asyncio.gather(*(client.publish(self.topic, p.document, qos=1) for p in batch))
+            self.outbox.delivered(batch)
+            self.delivered += len(batch)
+            log.debug("event=escalations_delivered count=%d backlog=%d", len(batch), self.outbox.backlog)
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        while True:
+            await client.publish(self.status_topic, self._status_document("online"), qos=1, retain=True)
+            await asyncio.sleep(self.status_every_s)
+
+    def _status_document(self, state: str) -> bytes:
+        doc = {"state": state, "every_s": self.status_every_s, "at": time.time()}
+        if state == "online":
+            doc |= self.status()
+        return json.dumps(doc).encode()

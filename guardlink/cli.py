@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--config", type=Path, required=True, help="site file, e.g. firmware_configs/sites/school.yaml")
     edge.add_argument("--broker", type=_broker_url, default=None, help="site broker mqtt://host:port (default: from the site file)")
     edge.add_argument("--police-broker", type=_broker_url, default=None, help="police broker mqtt://host:port (default: from the site file)")
+    edge.add_argument("--outbox", type=Path, default=None, help="outbox database (default: the site file's, else $XDG_STATE_HOME/guardlink/<site>/outbox.db)")
     edge.set_defaults(run=_edge)
 
     police = commands.add_parser("police", help="the police side of the link")
@@ -107,9 +109,17 @@ def _edge(args: argparse.Namespace) -> int:
         config,
         site_broker=args.broker or BrokerUrl.parse(config.broker),
         police_broker=args.police_broker or BrokerUrl.parse(config.police.broker),
+        outbox_path=args.outbox or _default_outbox(config),
     )
     asyncio.run(node.run())
     return 0
+
+
+def _default_outbox(config: SiteConfig) -> Path:
+    if config.outbox:
+        return Path(config.outbox).expanduser()
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "guardlink" / config.site.id / "outbox.db"
 
 
 def _police_watch(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,41 +38,43 @@ async def run_demo(
     latencies: list[float] = []
     received: list[Escalation] = []
     stop = threading.Event()
-    async with embedded_broker() as broker:
-        simulator = SiteSimulator(config, broker, seed=seed)
+    presses = 0
+    with tempfile.TemporaryDirectory(prefix="guardlink-demo-") as state_dir:
+        async with embedded_broker() as broker:
+            simulator = SiteSimulator(config, broker, seed=seed)
 
-        def show(escalation: Escalation) -> None:
-            received.append(escalation)
-            pressed_at = simulator.pressed.get(escalation.incident.device)
-            latency_ms = (time.time() - pressed_at) * 1000 if pressed_at else None
-            if latency_ms is not None:
-                latencies.append(latency_ms)
-            print(escalation.to_json().decode() if as_json else describe(escalation, latency_ms), file=out, flush=True)
+            def show(escalation: Escalation) -> None:
+                received.append(escalation)
+                pressed_at = simulator.pressed.pop(escalation.incident.device, None)
+                latency_ms = (time.time() - pressed_at) * 1000 if pressed_at else None
+                if latency_ms is not None:
+                    latencies.append(latency_ms)
+                print(escalation.to_json().decode() if as_json else describe(escalation, latency_ms), file=out, flush=True)
 
-        node = EdgeNode(config, site_broker=broker, police_broker=broker)
-        watcher = PoliceWatcher(broker, show, district=config.site.district, site=config.site.id)
-        tasks = [asyncio.create_task(node.run(), name="edge"), asyncio.create_task(watcher.run(), name="police")]
-        try:
-            await asyncio.wait_for(asyncio.gather(node.ready.wait(), watcher.ready.wait()), timeout=15)
-            if not as_json:
-                print(
-                    f"guardlink demo: site {config.site.name!r} on embedded broker {broker}; "
-                    f"{len(simulator.pressable)} alarm devices, {len(config.guards)} guards. Ctrl-C stops.",
-                    file=out, flush=True,
-                )
             def simulate() -> int:
                 with simulator:  # paho blocks: connect and run off the loop, which also serves the embedded broker
                     return simulator.run(duration_s, press_every_s=press_every_s, stop=stop)
 
+            node = EdgeNode(config, site_broker=broker, police_broker=broker, outbox_path=Path(state_dir) / "outbox.db")
+            watcher = PoliceWatcher(broker, show, district=config.site.district, site=config.site.id)
+            tasks = [asyncio.create_task(node.run(), name="edge"), asyncio.create_task(watcher.run(), name="police")]
             try:
-                presses = await asyncio.to_thread(simulate)
+                await asyncio.wait_for(asyncio.gather(node.ready.wait(), watcher.ready.wait()), timeout=15)
+                if not as_json:
+                    print(
+                        f"guardlink demo: site {config.site.name!r} on embedded broker {broker}; "
+                        f"{len(simulator.pressable)} alarm devices, {len(config.guards)} guards. Ctrl-C stops.",
+                        file=out, flush=True,
+                    )
+                try:
+                    presses = await asyncio.to_thread(simulate)
+                finally:
+                    stop.set()  # on Ctrl-C too: the simulator thread must end
+                await _settle(lambda: len(received) >= presses, timeout_s=3.0)
             finally:
-                stop.set()  # on Ctrl-C too: the simulator thread must end
-            await _settle(lambda: len(received) >= presses, timeout_s=3.0)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     summary = _summary(presses, received, latencies, node)
     print(summary, file=sys.stderr if as_json else out, flush=True)
     if presses and not received:

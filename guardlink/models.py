@@ -23,6 +23,8 @@ class EventKind(StrEnum):
     BUTTON = "button"  # a press that the site does not treat as an alarm (test, release, ...)
     POSITION = "position"  # a wearable or phone reports where it is
     DEVICE_STATUS = "device_status"  # battery, link quality
+    TAMPER = "tamper"  # the device's case was opened or it was removed from its mount
+    AVAILABILITY = "availability"  # the device (or its bridge) says it is online or offline
 
 
 class Severity(StrEnum):
@@ -39,6 +41,9 @@ class IncidentKind(StrEnum):
     PANIC = "panic"
     DURESS = "duress"
     SOS = "sos"
+    DEVICE_OFFLINE = "device_offline"
+    LOW_BATTERY = "low_battery"
+    TAMPER = "tamper"
 
 
 class EscalationStatus(StrEnum):
@@ -46,6 +51,8 @@ class EscalationStatus(StrEnum):
 
     DISPATCHED = "dispatched"  # a guard has been offered the job
     NO_GUARD_AVAILABLE = "no_guard_available"
+    REPORTED = "reported"  # for the record: nobody needs to be sent (a device went offline ...)
+    RESOLVED = "resolved"  # the condition has cleared (the device is back ...)
 
 
 class AssignmentState(StrEnum):
@@ -66,6 +73,7 @@ class Event:
     action: str | None = None
     battery: float | None = None
     linkquality: int | None = None
+    online: bool | None = None  # AVAILABILITY events
     attrs: dict[str, object] = field(default_factory=dict)
 
 
@@ -108,6 +116,7 @@ class Incident(_Doc):
     location: Location | None = Field(description="where it happened; null when the device has no known position")
     raised_by_guard: str | None = Field(default=None, description="guard whose wearable raised it")
     detected_at: datetime = Field(description="when the edge received the device's report (UTC)")
+    detail: str | None = Field(default=None, description="human detail, e.g. 'silent for 95 s (heartbeat 30 s)'")
 
 
 class Assignment(_Doc):
@@ -129,6 +138,7 @@ class Escalation(_Doc):
     schema_: Literal["guardlink.escalation/1"] = Field(default=ESCALATION_SCHEMA, alias="schema")
     id: str = Field(description="stable unique id (UUIDv7); retries and revisions keep it")
     revision: int = Field(ge=1)
+    sequence: int = Field(ge=1, description="per-site order in which the edge stored its revisions (strictly increasing)")
     site: SiteRef
     incident: Incident
     assignments: list[Assignment]

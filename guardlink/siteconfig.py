@@ -97,6 +97,9 @@ class Device(_Model):
         description="button actions that raise a panic incident",
     )
     duress_actions: list[str] = Field(default_factory=list, description="button actions that raise a silent duress alarm")
+    heartbeat_s: float | None = Field(
+        default=None, gt=0, description="how often the device is heard from at least; the driver's default when omitted"
+    )
 
     @field_validator("topic")
     @classmethod
@@ -128,6 +131,14 @@ class PoliceUplink(_Model):
         return url
 
 
+class Supervision(_Model):
+    """When devices count as offline or in trouble."""
+
+    missed_heartbeats: int = Field(default=3, ge=1, description="a device is offline after this many heartbeat intervals of silence")
+    low_battery_percent: float = Field(default=15, ge=0, le=100, description="battery at or below this raises a low-battery incident")
+    check_every_s: float = Field(default=1.0, gt=0, description="how often silence is checked")
+
+
 class SiteConfig(_Model):
     """One site: its devices, zones, guards, site broker and police uplink."""
 
@@ -137,6 +148,10 @@ class SiteConfig(_Model):
     zones: list[Zone] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
     guards: list[Guard] = Field(default_factory=list)
+    supervision: Supervision = Field(default_factory=Supervision)
+    outbox: str | None = Field(
+        default=None, description="outbox database path; default $XDG_STATE_HOME/guardlink/<site>/outbox.db"
+    )
 
     @field_validator("broker")
     @classmethod

@@ -40,6 +40,11 @@ def police_escalations(district: str, site: str) -> str:
     return f"{ROOT}/police/{district}/{site}/escalations"
 
 
+def police_site_status(district: str, site: str) -> str:
+    """The edge's retained status on the police broker: periodic heartbeat, Last Will says offline."""
+    return f"{ROOT}/police/{district}/{site}/status"
+
+
 def police_commands(district: str, site: str) -> str:
     """Commands from the police back to a site."""
     return f"{ROOT}/police/{district}/{site}/commands"
@@ -48,3 +53,8 @@ def police_commands(district: str, site: str) -> str:
 def police_escalations_filter(district: str = "+", site: str = "+") -> str:
     """Subscription filter for the police stream; '+' means every district or site."""
     return police_escalations(district, site)
+
+
+def police_site_status_filter(district: str = "+", site: str = "+") -> str:
+    """Subscription filter for site status; '+' means every district or site."""
+    return police_site_status(district, site)

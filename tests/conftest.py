@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -152,9 +153,11 @@ def school() -> SiteConfig:
 
 
 @asynccontextmanager
-async def running_edge(config: SiteConfig, site: BrokerUrl, police: BrokerUrl) -> AsyncIterator[EdgeNode]:
+async def running_edge(
+    config: SiteConfig, site: BrokerUrl, police: BrokerUrl, outbox: Path, **options: Any
+) -> AsyncIterator[EdgeNode]:
     """An edge node running in this test's loop, subscribed and ready; cancelled afterwards."""
-    node = EdgeNode(config, site_broker=site, police_broker=police)
+    node = EdgeNode(config, site_broker=site, police_broker=police, outbox_path=outbox, **options)
     task = asyncio.create_task(node.run())
     try:
         await asyncio.wait_for(node.ready.wait(), 10)

@@ -25,10 +25,10 @@ BAD = [
 ]
 
 
-async def test_bad_payloads_are_counted_and_logged_and_the_next_press_still_escalates(school, mosquitto, recorder, caplog):
+async def test_bad_payloads_are_counted_and_logged_and_the_next_press_still_escalates(school, mosquitto, recorder, caplog, tmp_path):
     caplog.set_level(logging.WARNING, logger="edge.intake")
     police = recorder(mosquitto, topics.police_escalations_filter())
-    async with running_edge(school, mosquitto, mosquitto) as node:
+    async with running_edge(school, mosquitto, mosquitto, tmp_path / "outbox.db") as node:
         with SiteSimulator(school, mosquitto, seed=5) as sim:
             for topic, payload, _ in BAD:
                 await asyncio.to_thread(sim.publish_raw, topic, payload)

@@ -66,9 +66,12 @@ def read_lines_until(stream, predicate: Callable[[str], bool], timeout_s: float)
     return lines
 
 
-def test_edge_police_watch_and_simulate_commands_work_together(mosquitto, police_mosquitto, spawn, recorder):
+def test_edge_police_watch_and_simulate_commands_work_together(mosquitto, police_mosquitto, spawn, recorder, tmp_path):
     status = recorder(mosquitto, "guardlink/+/edge/status")
-    edge = spawn("edge", "--config", str(SCHOOL), "--broker", str(mosquitto), "--police-broker", str(police_mosquitto))
+    edge = spawn(
+        "edge", "--config", str(SCHOOL), "--broker", str(mosquitto), "--police-broker", str(police_mosquitto),
+        "--outbox", str(tmp_path / "outbox.db"),
+    )
     watch = spawn("police", "watch", "--broker", str(police_mosquitto), "--json")
     # The edge announces itself (retained) once subscribed; the watcher says where it listens.
     read_lines_until(watch.stderr, lambda line: line.startswith("watching"), 20)
@@ -84,7 +87,9 @@ def test_edge_police_watch_and_simulate_commands_work_together(mosquitto, police
     assert press.returncode == 0, press.stderr
     lines = read_lines_until(watch.stdout, lambda line: line.strip().startswith("{"), 20)
     docs = [json.loads(line) for line in lines if line.strip().startswith("{")]
-    assert docs, "police watch printed no escalation"
+    if not docs:
+        stop_process(edge)
+        raise AssertionError(f"police watch printed no escalation; edge log:\n{edge.stderr.read()}")
     jsonschema.validate(docs[0], COMMITTED_SCHEMA)
     assert docs[0]["incident"]["device"] == "btn-hall"
     assert docs[0]["assignments"], "the simulator reported positions first, so a guard must be assigned"

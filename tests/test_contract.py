@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from conftest import REPO
-from edge.dispatch import first_revision
+from edge.escalations import first_revision
 from guardlink.ids import uuid7
 from guardlink.models import Escalation, Incident, IncidentKind, Severity, escalation_json_schema, iso
 
@@ -26,7 +26,7 @@ def sample(school) -> Escalation:
         kind=IncidentKind.PANIC, severity=Severity.CRITICAL, device="btn-gate", zone="main-gate",
         location=None, detected_at=iso(1_763_800_000.0),
     )
-    return first_revision(school, incident, [], now=1_763_800_000.01)
+    return first_revision(school, incident, [], now=1_763_800_000.01, sequence=1)
 
 
 def test_escalation_document_is_schema_valid_and_round_trips(school):

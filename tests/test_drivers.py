@@ -271,9 +271,14 @@ def test_owntracks_location_without_battery_gives_only_position() -> None:
     assert (event.kind, event.location, event.accuracy_m) == (EventKind.POSITION, LatLon(-33.9, 151.2), None)
 
 
-@pytest.mark.parametrize("kind", ["transition", "waypoint", "lwt", "card"])
+@pytest.mark.parametrize("kind", ["transition", "waypoint", "card"])
 def test_owntracks_non_location_messages_give_nothing(kind: str) -> None:
     assert phone({"_type": kind, "lat": 999, "event": "enter"}) == []
+
+
+def test_owntracks_last_will_says_the_phone_went_offline() -> None:
+    [event] = phone({"_type": "lwt", "tst": 1700000000})
+    assert event.kind is EventKind.AVAILABILITY and event.online is False
 
 
 @pytest.mark.parametrize(

@@ -34,10 +34,10 @@ def guard_positions(config: SiteConfig, sim: SiteSimulator) -> dict[str, tuple[f
     return {g.id: (sim.walkers[g.wearable].point.lat, sim.walkers[g.wearable].point.lon) for g in config.guards}
 
 
-async def test_zigbee_press_escalates_once_with_nearest_guard(school, mosquitto, police_mosquitto, recorder):
+async def test_zigbee_press_escalates_once_with_nearest_guard(school, mosquitto, police_mosquitto, recorder, tmp_path):
     police = recorder(police_mosquitto, topics.police_escalations_filter())
     offers = recorder(mosquitto, topics.guard_offer(school.site.id, "+"))
-    async with running_edge(school, mosquitto, police_mosquitto) as node:
+    async with running_edge(school, mosquitto, police_mosquitto, tmp_path / "outbox.db") as node:
         with SiteSimulator(school, mosquitto, seed=7) as sim:
             await asyncio.to_thread(sim.report_positions)
             positions = guard_positions(school, sim)
@@ -64,9 +64,9 @@ async def test_zigbee_press_escalates_once_with_nearest_guard(school, mosquitto,
     assert json.loads(offer)["escalation"] == escalation.id
 
 
-async def test_wearable_sos_never_assigns_the_guard_who_raised_it(school, mosquitto, recorder):
+async def test_wearable_sos_never_assigns_the_guard_who_raised_it(school, mosquitto, recorder, tmp_path):
     police = recorder(mosquitto, topics.police_escalations_filter())
-    async with running_edge(school, mosquitto, mosquitto) as node:
+    async with running_edge(school, mosquitto, mosquitto, tmp_path / "outbox.db") as node:
         with SiteSimulator(school, mosquitto, seed=3) as sim:
             await asyncio.to_thread(sim.report_positions)
             positions = guard_positions(school, sim)
@@ -81,9 +81,9 @@ async def test_wearable_sos_never_assigns_the_guard_who_raised_it(school, mosqui
     assert escalation.assignments[0].guard == brute_force_nearest(li, positions)[0]
 
 
-async def test_press_with_no_guard_on_duty_still_reaches_police(school, mosquitto, recorder):
+async def test_press_with_no_guard_on_duty_still_reaches_police(school, mosquitto, recorder, tmp_path):
     police = recorder(mosquitto, topics.police_escalations_filter())
-    async with running_edge(school, mosquitto, mosquitto):
+    async with running_edge(school, mosquitto, mosquitto, tmp_path / "outbox.db"):
         with SiteSimulator(school, mosquitto) as sim:  # no positions reported: nobody can be placed
             await asyncio.to_thread(sim.press, "btn-hall", "hold")
             await wait_until(lambda: police.payloads(), what="the escalation")
@@ -95,10 +95,10 @@ async def test_escalations_queued_while_police_broker_is_down_are_delivered_on_r
     with running_mosquitto(tmp_path) as police_url:
         pass  # the police broker's address is known, but nothing listens there any more
     with ExitStack() as police_back:
-        async with running_edge(school, mosquitto, police_url) as node:
+        async with running_edge(school, mosquitto, police_url, tmp_path / "outbox.db") as node:
             with SiteSimulator(school, mosquitto, seed=1) as sim:
                 await asyncio.to_thread(sim.press, "btn-gate")
-                await wait_until(lambda: node.uplink.backlog == 1, what="the escalation waiting in the uplink")
+                await wait_until(lambda: node.outbox.backlog == 1, what="the escalation waiting in the uplink")
             police_back.enter_context(running_mosquitto(tmp_path, police_url.port))
             police = recorder(police_url, topics.police_escalations_filter())
             await wait_until(lambda: police.payloads(), timeout_s=15, what="delivery after the police broker returns")

@@ -1,0 +1,73 @@
+"""Device supervision: silence past the heartbeat, Last Will announcements, low battery. Pure state, clock passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from guardlink.models import Event, EventKind, IncidentKind
+
+BATTERY_HYSTERESIS = 5.0  # percent above the threshold before low battery counts as cleared
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A device condition that was raised or cleared."""
+
+    device: str
+    kind: IncidentKind
+    raised: bool
+    detail: str
+
+
+@dataclass(slots=True)
+class _Watched:
+    heartbeat_s: float
+    last_seen: float
+    offline: bool = False
+    battery_low: bool = False
+
+
+class Supervisor:
+    """Tracks when each device was last heard from and which conditions are open."""
+
+    def __init__(self, heartbeats: dict[str, float], *, missed: int, low_battery_percent: float, now: float) -> None:
+        self.missed = missed
+        self.low_battery_percent = low_battery_percent
+        self.devices = {device: _Watched(heartbeat_s, now) for device, heartbeat_s in heartbeats.items()}
+
+    def heard(self, event: Event) -> list[Change]:
+        """Take any event from a device; returns the conditions it raises or clears."""
+        watched = self.devices.get(event.device)
+        if watched is None:
+            return []
+        changes: list[Change] = []
+        if event.kind is EventKind.AVAILABILITY and event.online is False:
+            if not watched.offline:
+                watched.offline = True
+                changes.append(Change(event.device, IncidentKind.DEVICE_OFFLINE, True, "announced offline (Last Will)"))
+            return changes
+        silent_s = event.at - watched.last_seen
+        watched.last_seen = max(watched.last_seen, event.at)
+        if watched.offline:
+            watched.offline = False
+            changes.append(Change(event.device, IncidentKind.DEVICE_OFFLINE, False, f"back after {silent_s:.0f} s"))
+        if event.battery is not None:
+            if not watched.battery_low and event.battery <= self.low_battery_percent:
+                watched.battery_low = True
+                changes.append(Change(event.device, IncidentKind.LOW_BATTERY, True, f"battery {event.battery:.0f}%"))
+            elif watched.battery_low and event.battery >= self.low_battery_percent + BATTERY_HYSTERESIS:
+                watched.battery_low = False
+                changes.append(Change(event.device, IncidentKind.LOW_BATTERY, False, f"battery {event.battery:.0f}%"))
+        return changes
+
+    def overdue(self, now: float) -> list[Change]:
+        """Devices silent for `missed` heartbeat intervals, newly offline."""
+        changes = []
+        for device, watched in self.devices.items():
+            silent_s = now - watched.last_seen
+            if not watched.offline and silent_s > self.missed * watched.heartbeat_s:
+                watched.offline = True
+                changes.append(
+                    Change(device, IncidentKind.DEVICE_OFFLINE, True, f"silent for {silent_s:.0f} s (heartbeat {watched.heartbeat_s:.0f} s)")
+                )
+        return changes

@@ -1,0 +1,254 @@
+"""The durable outbox: every escalation revision hits SQLite (WAL, fsync on commit) before anything depends on it.
+
+Writes go through one writer thread with group commit, so the event loop never waits on the disk and a
+burst of incidents costs one fsync per batch, not one per revision. When the database cannot be opened
+or written (read-only directory, disk full), the outbox keeps accepting revisions in memory, says so
+loudly through `health`, and writes them to disk as soon as the disk takes writes again: nothing already
+stored is lost and the site keeps dispatching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guardlink.models import Escalation, Severity
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    sequence     INTEGER PRIMARY KEY,
+    id           TEXT    NOT NULL,
+    revision     INTEGER NOT NULL,
+    critical     INTEGER NOT NULL,
+    source       TEXT,
+    document     BLOB    NOT NULL,
+    stored_at    REAL    NOT NULL,
+    delivered_at REAL,
+    expired_at   REAL,
+    UNIQUE (id, revision)
+);
+CREATE INDEX IF NOT EXISTS outbox_source ON outbox (source) WHERE source IS NOT NULL;
+"""
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A stored revision waiting for the police broker's PUBACK."""
+
+    escalation: Escalation
+    document: bytes
+    stored_at: float
+    source: str | None = None  # identity of the device message it came from, to spot broker redeliveries
+    on_disk: bool = False
+    settled: bool = False  # the write was attempted: on disk, or held in memory because the disk failed
+    written: asyncio.Future[bool] | None = field(default=None, repr=False)
+
+    @property
+    def critical(self) -> bool:
+        return self.escalation.incident.severity is Severity.CRITICAL
+
+
+class Outbox:
+    """Durable, ordered store of escalation revisions awaiting delivery to the police."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time, expire_after_s: float = 24 * 3600) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.expire_after_s = expire_after_s  # non-critical revisions only: critical ones never expire
+        self.health = "not open"
+        self.expired = 0
+        self.changed = asyncio.Event()  # set whenever a revision becomes deliverable
+        self._pending: deque[Pending] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._next_sequence = 1
+
+    async def open(self) -> None:
+        """Open (or create) the database and load what was not yet delivered; never raises for a bad disk."""
+        if not await self._connect():
+            # Without the database the last sequence is unknown: continue from the clock so numbers keep rising.
+            self._next_sequence = max(self._next_sequence, int(self.clock() * 1000))
+
+    async def close(self) -> None:
+        """Finish queued writes, then close the database."""
+        await self.flush()
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._writer.shutdown(wait=True)
+
+    @property
+    def backlog(self) -> int:
+        """Revisions not yet acknowledged by the police broker."""
+        return len(self._pending)
+
+    @property
+    def ok(self) -> bool:
+        return self.health == "ok"
+
+    # -- the write path --------------------------------------------------------------------------
+
+    def next_sequence(self) -> int:
+        """Reserve the next per-site sequence number, for the revision passed to `append`."""
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        return sequence
+
+    def append(self, escalation: Escalation, source: str | None = None) -> asyncio.Future[bool]:
+        """Queue a revision for storing, in call order; the future says True once on disk, False if held in memory."""
+        pending = Pending(escalation, escalation.to_json(), self.clock(), source)
+        pending.written = asyncio.get_running_loop().create_future()
+        self._pending.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_writes())
+        return pending.written
+
+    async def flush(self) -> None:
+        """Wait until every queued write has been attempted."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def seen_source(self, source: str, within_s: float = 3600) -> bool:
+        """True if a revision made from this device message was stored recently (a redelivered message)."""
+        if any(p.source == source for p in self._pending):
+            return True
+        if self._db is None:
+            return False
+        return await self._run(self._seen_source_sync, source, self.clock() - within_s)
+
+    async def _flush_writes(self) -> None:
+        while True:
+            unsettled = [p for p in self._pending if not p.settled]
+            if not unsettled:
+                return
+            if self._db is None:
+                await self._connect()
+            # Everything not yet on disk goes in one transaction: new revisions and any held in memory.
+            batch = [p for p in self._pending if not p.on_disk]
+            ok = self._db is not None and await self._run(self._insert_sync, batch)
+            for p in batch:
+                p.on_disk = ok
+                p.settled = True
+            for p in unsettled:
+                if p.written is not None and not p.written.done():
+                    p.written.set_result(p.on_disk)
+            self.changed.set()
+
+    # -- the delivery side -----------------------------------------------------------------------
+
+    def deliverable(self, limit: int) -> list[Pending]:
+        """The oldest settled revisions in sequence order; non-critical ones past their age expire here."""
+        now = self.clock()
+        while self._pending and not self._pending[0].critical and now - self._pending[0].stored_at > self.expire_after_s:
+            self._expire(self._pending.popleft(), now)
+        batch: list[Pending] = []
+        for p in self._pending:
+            if len(batch) >= limit or not p.settled:
+                break
+            batch.append(p)
+        return batch
+
+    def delivered(self, batch: Iterable[Pending]) -> None:
+        """The police broker acknowledged these revisions."""
+        done = set(map(id, batch))
+        sequences = [p.escalation.sequence for p in self._pending if id(p) in done and p.on_disk]
+        self._pending = deque(p for p in self._pending if id(p) not in done)
+        if sequences and self._db is not None:
+            # Marked in the background: losing a mark in a crash only means a resend, which the police side dedupes.
+            self._writer.submit(self._mark_sync, "delivered_at", sequences, self.clock())
+
+    def _expire(self, pending: Pending, now: float) -> None:
+        self.expired += 1
+        log.warning(
+            "event=escalation_expired id=%s revision=%d age_s=%.0f",
+            pending.escalation.id, pending.escalation.revision, now - pending.stored_at,
+        )
+        if pending.on_disk and self._db is not None:
+            self._writer.submit(self._mark_sync, "expired_at", [pending.escalation.sequence], now)
+
+    # -- database (runs on the writer thread) ----------------------------------------------------
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _connect(self) -> bool:
+        try:
+            db, rows, top = await self._run(_open_database, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot open {self.path}: {exc}")
+            return False
+        self._db = db
+        held = {p.escalation.sequence for p in self._pending}
+        loaded = [Pending(Escalation.from_json(doc), bytes(doc), at, on_disk=True, settled=True) for doc, at in rows]
+        self._pending = deque(sorted([*self._pending, *(p for p in loaded if p.escalation.sequence not in held)], key=lambda p: p.escalation.sequence))
+        self._next_sequence = max(self._next_sequence, top + 1)
+        self._recovered()
+        log.info("event=outbox_open path=%s backlog=%d next_sequence=%d", self.path, len(self._pending), self._next_sequence)
+        self.changed.set()
+        return True
+
+    def _insert_sync(self, batch: list[Pending]) -> bool:
+        assert self._db is not None
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox (sequence, id, revision, critical, source, document, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(p.escalation.sequence, p.escalation.id, p.escalation.revision, int(p.critical), p.source, p.document, p.stored_at) for p in batch],
+                )
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot write to {self.path}: {exc}")
+            return False
+        self._recovered()
+        return True
+
+    def _mark_sync(self, column: str, sequences: list[int], at: float) -> None:
+        try:
+            with self._db:
+                self._db.executemany(f"UPDATE outbox SET {column} = ? WHERE sequence = ?", [(at, s) for s in sequences])
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot mark revisions {column} in {self.path}: {exc}")
+
+    def _seen_source_sync(self, source: str, since: float) -> bool:
+        try:
+            return self._db.execute("SELECT 1 FROM outbox WHERE source = ? AND stored_at >= ?", (source, since)).fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+    def _fail(self, reason: str) -> None:
+        if self.health != f"failing: {reason}":
+            log.error("event=outbox_failing reason=%r action=%r", reason, "holding escalations in memory and still dispatching; free or fix the disk")
+        self.health = f"failing: {reason}"
+
+    def _recovered(self) -> None:
+        if self.health.startswith("failing"):
+            log.warning("event=outbox_recovered path=%s", self.path)
+        self.health = "ok"
+
+
+def _open_database(path: Path) -> tuple[sqlite3.Connection, list[tuple[bytes, float]], int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+        db.executescript(_SCHEMA)
+        db.isolation_level = "DEFERRED"
+        rows = db.execute(
+            "SELECT document, stored_at FROM outbox WHERE delivered_at IS NULL AND expired_at IS NULL ORDER BY sequence"
+        ).fetchall()
+        top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM outbox").fetchone()[0]
+    except BaseException:
+        db.close()
+        raise
+    return db, rows, top
