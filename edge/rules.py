@@ -33,6 +33,7 @@ def incident_for(event: Event, device: Device, raised_by_guard: str | None, last
         zone=device.zone,
         location=Location.of(point) if point else None,
         raised_by_guard=raised_by_guard,
+        device_seq=event.attrs.get("seq"),
         detected_at=iso(event.at),
     )
 

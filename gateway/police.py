@@ -1,11 +1,14 @@
-"""The police side of the link: receive the escalation stream, validate, dedupe by (id, revision)."""
+"""The police side of the link: the escalation stream (validated, deduped by (id, revision)) and site liveness."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiomqtt
 from pydantic import ValidationError
@@ -37,35 +40,100 @@ class Deduper:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class SiteNotice:
+    """A site went silent or came back."""
+
+    site: str  # district/site
+    online: bool
+    detail: str
+    backlog: int | None = None
+
+
+@dataclass(slots=True)
+class _SiteSeen:
+    last_at: float
+    every_s: float
+    online: bool
+
+
+class SiteMonitor:
+    """Tells 'site offline' (Last Will, or heartbeats missed) and 'site back' (with its backlog). Pure; time passed in."""
+
+    def __init__(self, missed: int = 3) -> None:
+        self.missed = missed
+        self.sites: dict[str, _SiteSeen] = {}
+
+    def status(self, site: str, doc: dict[str, object], now: float) -> SiteNotice | None:
+        """Take a status document from a site's edge."""
+        online = doc.get("state") == "online"
+        every_s = float(doc.get("every_s") or 10.0)
+        seen = self.sites.get(site)
+        self.sites[site] = _SiteSeen(now, every_s, online)
+        if online and seen is not None and not seen.online:
+            backlog = doc.get("backlog")
+            return SiteNotice(site, True, f"back; {backlog} escalations were waiting to be delivered", backlog if isinstance(backlog, int) else None)
+        if not online and (seen is None or seen.online):
+            return SiteNotice(site, False, "the edge disconnected (Last Will)")
+        return None
+
+    def overdue(self, now: float) -> list[SiteNotice]:
+        """Sites whose heartbeats stopped without a Last Will (link down, edge frozen)."""
+        notices = []
+        for site, seen in self.sites.items():
+            if seen.online and now - seen.last_at > self.missed * seen.every_s:
+                seen.online = False
+                notices.append(SiteNotice(site, False, f"no heartbeat for {now - seen.last_at:.0f} s (every {seen.every_s:.0f} s)"))
+        return notices
+
+
 class PoliceWatcher:
-    """Subscribes to the police escalation stream and hands each new revision to `on_escalation`."""
+    """Subscribes to the police stream: each new escalation revision to `on_escalation`, site changes to `on_site`."""
 
     def __init__(
         self,
         broker: BrokerUrl,
         on_escalation: Callable[[Escalation], None],
         *,
+        on_site: Callable[[SiteNotice], None] | None = None,
         district: str = "+",
         site: str = "+",
         identifier: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
         self.on_escalation = on_escalation
+        self.on_site = on_site or (lambda notice: None)
         self.filter = topics.police_escalations_filter(district, site)
+        self.status_filter = topics.police_site_status_filter(district, site)
         self.identifier = identifier or f"guardlink-police-{uuid7()}"
+        self.clock = clock
         self.ready = asyncio.Event()
         self.invalid = 0
         self.duplicates = 0
+        self.sites = SiteMonitor()
         self._dedupe = Deduper()
 
     async def run(self) -> None:
         """Watch forever, reconnecting as needed."""
-        await stay_connected(self.broker, self._watch, identifier=self.identifier)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._check_heartbeats())
+            tasks.create_task(stay_connected(self.broker, self._watch, identifier=self.identifier))
+
+    async def _check_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for notice in self.sites.overdue(self.clock()):
+                self.on_site(notice)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self.filter, qos=1)
+        await client.subscribe(self.status_filter, qos=1)
         self.ready.set()
         async for message in client.messages:
+            if message.topic.matches(self.status_filter):
+                self._site_status(message)
+                continue
             try:
                 escalation = Escalation.from_json(message.payload)
             except (ValidationError, ValueError) as exc:
@@ -76,6 +144,22 @@ class PoliceWatcher:
                 self.on_escalation(escalation)
             else:
                 self.duplicates += 1
+
+
+    def _site_status(self, message: aiomqtt.Message) -> None:
+        parts = message.topic.value.split("/")
+        site = f"{parts[2]}/{parts[3]}"
+        try:
+            doc = json.loads(message.payload)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            self.invalid += 1
+            log.warning("event=invalid_site_status topic=%s error=%r", message.topic, str(exc)[:200])
+            return
+        notice = self.sites.status(site, doc, self.clock())
+        if notice is not None:
+            self.on_site(notice)
 
 
 def describe(escalation: Escalation, latency_ms: float | None = None) -> str:

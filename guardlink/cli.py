@@ -123,7 +123,7 @@ def _default_outbox(config: SiteConfig) -> Path:
 
 
 def _police_watch(args: argparse.Namespace) -> int:
-    from gateway.police import PoliceWatcher, describe
+    from gateway.police import PoliceWatcher, SiteNotice, describe
     from guardlink.models import Escalation
 
     def show(escalation: Escalation) -> None:
@@ -133,7 +133,11 @@ def _police_watch(args: argparse.Namespace) -> int:
             since_detection_ms = (time.time() - escalation.incident.detected_at.timestamp()) * 1000
             print(describe(escalation, since_detection_ms), flush=True)
 
-    watcher = PoliceWatcher(args.broker, show, district=args.district, site=args.site)
+    def site_notice(notice: SiteNotice) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} SITE {'BACK' if notice.online else 'OFFLINE'} {notice.site}: {notice.detail}", file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    watcher = PoliceWatcher(args.broker, show, on_site=site_notice, district=args.district, site=args.site)
     print(f"watching {watcher.filter} on {args.broker}", file=sys.stderr, flush=True)
     asyncio.run(watcher.run())
     return 0

@@ -115,6 +115,7 @@ class Incident(_Doc):
     zone: str | None = None
     location: Location | None = Field(description="where it happened; null when the device has no known position")
     raised_by_guard: str | None = Field(default=None, description="guard whose wearable raised it")
+    device_seq: int | None = Field(default=None, description="the device's own sequence number of the report, when it sends one")
     detected_at: datetime = Field(description="when the edge received the device's report (UTC)")
     detail: str | None = Field(default=None, description="human detail, e.g. 'silent for 95 s (heartbeat 30 s)'")
 

@@ -3,80 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
+import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from bench.servers import running_mosquitto, stop_process
 from device_drivers.registry import DRIVERS
 from edge.node import EdgeNode
-
-from edge.embedded_broker import free_tcp_port
 from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site
 
 REPO = Path(__file__).resolve().parent.parent
 SCHOOL = REPO / "firmware_configs" / "sites" / "school.yaml"
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
-    if not found:
-        pytest.fail("mosquitto is not installed: run `make test` (it installs it) or `apt-get install mosquitto`")
-    return found
-
-
-@contextmanager
-def running_mosquitto(workdir: Path, port: int | None = None, extra_config: str = "") -> Iterator[BrokerUrl]:
-    """A mosquitto process on `port` (a free loopback port when None); always stopped afterwards."""
-    attempts = 3 if port is None else 1
-    for attempt in range(attempts):
-        port = port if attempts == 1 else free_tcp_port()
-        conf = workdir / f"mosquitto-{port}.conf"
-        log_path = workdir / f"mosquitto-{port}.log"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}")
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            if _wait_listening(proc, port, timeout_s=10):
-                yield BrokerUrl(host="127.0.0.1", port=port)
-                return
-        finally:
-            stop_process(proc)
-        if attempt == attempts - 1:
-            pytest.fail(f"mosquitto did not start: {log_path.read_text(errors='replace')}")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate a process, killing it if it does not exit within 5 s."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False  # e.g. the port was taken between choosing and binding it
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
+GUARDLINK = [sys.executable, "-m", "guardlink.cli"]
 
 
 @pytest.fixture
@@ -93,14 +40,31 @@ def police_mosquitto(tmp_path: Path) -> Iterator[BrokerUrl]:
         yield url
 
 
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start `guardlink ...` processes; every one is stopped after the test, pass or fail."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, stderr_path: Path | None = None) -> subprocess.Popen:
+        stderr = stderr_path.open("a") if stderr_path else subprocess.PIPE
+        procs.append(subprocess.Popen([*GUARDLINK, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
 class Recorder:
     """A raw paho subscriber that records every message on a topic filter (an independent witness)."""
 
-    def __init__(self, broker: BrokerUrl, topic_filter: str) -> None:
+    def __init__(self, broker: BrokerUrl, topic_filter: str, client_id: str | None = None) -> None:
+        """With a `client_id` the session is persistent: the broker queues messages while it is away."""
         self.messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", clean_session=client_id is None)
+        self._client.reconnect_delay_set(0.1, 1)
         self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
         self._client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -124,12 +88,12 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder() -> Iterator[Callable[[BrokerUrl, str], Recorder]]:
+def recorder() -> Iterator[Callable[..., Recorder]]:
     """Start recorders on demand; all are closed after the test."""
     made: list[Recorder] = []
 
-    def start(broker: BrokerUrl, topic_filter: str) -> Recorder:
-        made.append(Recorder(broker, topic_filter))
+    def start(broker: BrokerUrl, topic_filter: str, client_id: str | None = None) -> Recorder:
+        made.append(Recorder(broker, topic_filter, client_id))
         return made[-1]
 
     yield start
@@ -165,3 +129,26 @@ async def running_edge(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory the outbox cannot write: a read-only mount as root, a 0555 directory otherwise."""
+    target = tmp_path / "readonly"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o555)
+        yield target
+        target.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)], capture_output=True).returncode == 0
+    if not mounted:
+        # No mount privilege: a path below a regular file cannot be created either.
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("")
+        yield blocker / "readonly"
+        return
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "--lazy", str(target)], check=True)  # lazy: an open file must not leave the mount behind

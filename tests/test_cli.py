@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
-import pytest
 
-from conftest import REPO, SCHOOL, stop_process
+from conftest import GUARDLINK, REPO, SCHOOL, stop_process
 
-GUARDLINK = [sys.executable, "-m", "guardlink.cli"]
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start guardlink processes; every one is stopped after the test, pass or fail."""
-    procs: list[subprocess.Popen] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        procs.append(subprocess.Popen([*GUARDLINK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO))
-        return procs[-1]
-
-    yield start
-    for proc in procs:
-        stop_process(proc)
 
 
 def test_demo_json_prints_valid_escalations_and_exits_zero():
