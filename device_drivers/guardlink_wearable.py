@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 
-from device_drivers.payload import PayloadError, integer, json_object, number, text
 from device_drivers.driver import Driver
+from device_drivers.payload import PayloadError, integer, json_object, number, text
 from guardlink import topics
 from guardlink.geo import LatLon
 from guardlink.models import Event, EventKind

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from device_drivers.payload import json_object, number, text
 from device_drivers.driver import Driver
+from device_drivers.payload import json_object, number, text
 from guardlink.geo import LatLon
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device

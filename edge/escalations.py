@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from guardlink.ids import uuid7
-from guardlink.models import Assignment, Escalation, EscalationStatus, Incident, Location, Offer, SiteRef, iso
+from guardlink.models import (
+    Assignment,
+    Escalation,
+    EscalationStatus,
+    Incident,
+    Location,
+    Offer,
+    SiteRef,
+    iso,
+)
 from guardlink.siteconfig import SiteConfig
 
 

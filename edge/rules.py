@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from guardlink.geo import LatLon
-from guardlink.models import Event, EventKind, Incident, IncidentKind, Location, Severity, iso
+from guardlink.models import (
+    Event,
+    EventKind,
+    Incident,
+    IncidentKind,
+    Location,
+    Severity,
+    iso,
+)
 from guardlink.siteconfig import Device
 
 ALARMS: dict[EventKind, tuple[IncidentKind, Severity]] = {

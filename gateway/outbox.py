@@ -140,10 +140,10 @@ class Outbox:
             for p in batch:
                 p.on_disk = ok
                 p.settled = True
+            self.changed.set()  # wake the uplink first: the police hear before anything else is done
             for p in unsettled:
                 if p.written is not None and not p.written.done():
                     p.written.set_result(p.on_disk)
-            self.changed.set()
 
     # -- the delivery side -----------------------------------------------------------------------
 

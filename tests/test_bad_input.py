@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from conftest import running_edge, wait_until
+
 from device_drivers.simulators import SiteSimulator
 from edge.intake import UNKNOWN_DEVICE
 from guardlink import topics

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
-
 from conftest import GUARDLINK, REPO, SCHOOL, stop_process
 
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())

@@ -8,11 +8,18 @@ import uuid
 
 import jsonschema
 import pytest
-
 from conftest import REPO
+
 from edge.escalations import first_revision
 from guardlink.ids import uuid7
-from guardlink.models import Escalation, Incident, IncidentKind, Severity, escalation_json_schema, iso
+from guardlink.models import (
+    Escalation,
+    Incident,
+    IncidentKind,
+    Severity,
+    escalation_json_schema,
+    iso,
+)
 
 COMMITTED = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
 

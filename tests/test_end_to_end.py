@@ -9,8 +9,8 @@ from contextlib import ExitStack
 
 import jsonschema
 import pytest
-
 from conftest import running_edge, running_mosquitto, wait_until
+
 from device_drivers.simulators import SiteSimulator
 from guardlink import topics
 from guardlink.models import Escalation, escalation_json_schema

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from conftest import Recorder, running_edge, running_mosquitto, stop_process, wait_until
+
 from device_drivers import guardlink_wearable
 from device_drivers.simulators import SiteSimulator
 from gateway.police import PoliceWatcher, SiteNotice
