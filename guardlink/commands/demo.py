@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import statistics
@@ -17,12 +18,28 @@ from device_drivers.simulators import SiteSimulator
 from edge.embedded_broker import embedded_broker
 from edge.node import EdgeNode
 from gateway.police import PoliceWatcher, describe
+from guardlink.commands import load_checked_site
 from guardlink.models import Escalation
 from guardlink.siteconfig import SiteConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SITE = Path(__file__).resolve().parent.parent / "firmware_configs" / "sites" / "school.yaml"
+DEFAULT_SITE = Path(__file__).resolve().parents[2] / "firmware_configs" / "sites" / "school.yaml"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="run the whole path on an embedded broker with simulated devices")
+    demo.add_argument("--site", type=Path, default=None, help="site file (default: the example school)")
+    demo.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    demo.add_argument("--json", action="store_true", help="one escalation document per line on stdout, logs on stderr")
+    demo.add_argument("--press-every", type=float, default=3.0, help="mean seconds between simulated panic presses")
+    demo.add_argument("--seed", type=int, default=None, help="random seed for repeatable simulations")
+    demo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_checked_site(args.site or DEFAULT_SITE)
+    return asyncio.run(run_demo(config, duration_s=args.duration, as_json=args.json, press_every_s=args.press_every, seed=args.seed))
 
 
 async def run_demo(

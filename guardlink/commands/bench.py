@@ -1,0 +1,25 @@
+"""`guardlink bench NAME [--json]`: benchmarks, each next to a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "latency": "panic press -> police through the durable edge, vs a bare paho relay",
+    "dispatch": "nearest available guard among 100k, vs scipy cKDTree and numpy brute force",
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench", help="benchmarks, each next to a baseline measured in the same run",
+        description="Run a benchmark; options after the name go to it (e.g. `guardlink bench latency --json`).",
+    )
+    bench.add_argument("name", choices=BENCHMARKS, help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="--json, and the benchmark's own options (see --help after the name)")
+    bench.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return importlib.import_module(f"bench.{args.name}").main(args.options)

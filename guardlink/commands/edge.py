@@ -1,0 +1,45 @@
+"""`guardlink edge`: run a site's edge node against real brokers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from guardlink.commands import broker_url, load_checked_site
+from guardlink.siteconfig import BrokerUrl, SiteConfig
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    edge = commands.add_parser("edge", help="run an edge node for a site against real brokers")
+    edge.add_argument("--config", type=Path, required=True, help="site file, e.g. firmware_configs/sites/school.yaml")
+    edge.add_argument("--broker", type=broker_url, default=None, help="site broker mqtt://host:port (default: from the site file)")
+    edge.add_argument("--police-broker", type=broker_url, default=None, help="police broker mqtt://host:port (default: from the site file)")
+    edge.add_argument("--outbox", type=Path, default=None, help="outbox database (default: the site file's, else $XDG_STATE_HOME/guardlink/<site>/outbox.db)")
+    edge.set_defaults(run=run, log_level="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    # The outbox writer thread hands each commit back to the event loop: short GIL turns keep escalation latency low.
+    sys.setswitchinterval(0.0005)
+    from edge.node import EdgeNode
+
+    config = load_checked_site(args.config)
+    node = EdgeNode(
+        config,
+        site_broker=args.broker or BrokerUrl.parse(config.broker),
+        police_broker=args.police_broker or BrokerUrl.parse(config.police.broker),
+        outbox_path=args.outbox or default_outbox(config),
+    )
+    asyncio.run(node.run())
+    return 0
+
+
+def default_outbox(config: SiteConfig) -> Path:
+    """The site file's outbox path, else $XDG_STATE_HOME/guardlink/<site>/outbox.db."""
+    if config.outbox:
+        return Path(config.outbox).expanduser()
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "guardlink" / config.site.id / "outbox.db"
