@@ -5,6 +5,12 @@ Every message is a JSON object with a sequence number and a type:
     {"seq": 41, "type": "position", "lat": 40.8421, "lon": 111.7512, "acc": 4.5}
     {"seq": 42, "type": "sos", "press": "short"}      # "long" = duress, a silent alarm
     {"seq": 43, "type": "battery", "battery": 76}
+    {"seq": 44, "type": "motion", "min_g": 0.92, "max_g": 1.10, "tilt_deg": 12, "still": false}
+    {"seq": 45, "type": "vitals", "hr": 88}
+
+`motion` summarises the accelerometer over the last second (minimum and maximum magnitude in g, the
+angle of the wearer's torso from upright, whether it moved); the firmware sends one every second.
+`vitals` carries the heart rate in beats per minute.
 
 `seq` counts up from 0 per boot (0..2^32-1); `ts` (optional) is the device's epoch time in seconds.
 The firmware reports at least every 30 s and sets its MQTT Last Will to `offline` (retained) on
@@ -42,12 +48,36 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
         return [Event(PRESSES[press], device.id, now, action=press, attrs=attrs)]
     if kind == "battery":
         return [Event(EventKind.DEVICE_STATUS, device.id, now, battery=number(doc, "battery", 0, 100, required=True), attrs=attrs)]
-    raise PayloadError("unknown_type", f"message type {kind!r} is not one of position, sos, battery")
+    if kind == "motion":
+        still = doc.get("still")
+        if not isinstance(still, bool):
+            raise PayloadError("wrong_type", f"'still' must be true or false, got {type(still).__name__}")
+        attrs |= {
+            "min_g": number(doc, "min_g", 0, 64, required=True),
+            "max_g": number(doc, "max_g", 0, 64, required=True),
+            "tilt_deg": number(doc, "tilt_deg", 0, 180, required=True),
+            "still": still,
+        }
+        return [Event(EventKind.MOTION, device.id, now, attrs=attrs)]
+    if kind == "vitals":
+        attrs["heart_rate"] = number(doc, "hr", 0, 300, required=True)
+        return [Event(EventKind.VITALS, device.id, now, attrs=attrs)]
+    raise PayloadError("unknown_type", f"message type {kind!r} is not one of position, sos, battery, motion, vitals")
 
 
 def position_payload(seq: int, point: LatLon, accuracy_m: float) -> bytes:
     """A position report as the firmware sends it."""
     return json.dumps({"seq": seq, "type": "position", "lat": point.lat, "lon": point.lon, "acc": accuracy_m}).encode()
+
+
+def motion_payload(seq: int, min_g: float, max_g: float, tilt_deg: float, still: bool) -> bytes:
+    """An accelerometer summary as the firmware sends it every second."""
+    return json.dumps({"seq": seq, "type": "motion", "min_g": min_g, "max_g": max_g, "tilt_deg": tilt_deg, "still": still}).encode()
+
+
+def vitals_payload(seq: int, heart_rate: float) -> bytes:
+    """A heart-rate reading as the firmware sends it."""
+    return json.dumps({"seq": seq, "type": "vitals", "hr": heart_rate}).encode()
 
 
 def sos_payload(seq: int, press: str = "short") -> bytes:

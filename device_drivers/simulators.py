@@ -28,6 +28,7 @@ class Walker:
 
     point: LatLon
     heading: float
+    accuracy_m: float = 10.0  # as last reported
 
     def step(self, rng: random.Random, home: LatLon, metres: float, radius_m: float) -> None:
         """Walk `metres`, turning back towards home when beyond `radius_m`."""
@@ -87,7 +88,7 @@ class SiteSimulator:
         for device_id, walker in self.walkers.items():
             walker.step(self.rng, self.home, step_m, self.radius_m)
             device = self.config.device(device_id)
-            accuracy = round(self.rng.uniform(3, 12), 1)
+            accuracy = walker.accuracy_m = round(self.rng.uniform(3, 12), 1)
             if device.driver == "owntracks":
                 payload = owntracks.location_payload(walker.point, accuracy, time.time(), battery=self.rng.randint(20, 100))
             else:

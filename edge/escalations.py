@@ -16,44 +16,49 @@ from guardlink.models import (
 from guardlink.siteconfig import SiteConfig
 
 
-def first_revision(
-    config: SiteConfig,
-    incident: Incident,
-    assignments: list[Assignment],
-    *,
-    now: float,
-    sequence: int,
-    status: EscalationStatus | None = None,
-) -> Escalation:
-    """Revision 1 of a new escalation, with a fresh stable id; status follows the assignments unless given."""
+def first_revision(config: SiteConfig, incident: Incident, guards_needed: int, *, now: float, sequence: int) -> Escalation:
+    """Revision 1 of a new escalation, with a fresh stable id and nobody assigned yet."""
     site = config.site
-    if status is None:
-        status = EscalationStatus.DISPATCHED if assignments else EscalationStatus.NO_GUARD_AVAILABLE
     return Escalation(
         id=uuid7(),
         revision=1,
         sequence=sequence,
         site=SiteRef(id=site.id, name=site.name, district=site.district, location=Location.of(site.location.point())),
         incident=incident,
-        assignments=assignments,
-        status=status,
+        assignments=[],
+        status=EscalationStatus.DISPATCHED if guards_needed else EscalationStatus.REPORTED,
+        guards_needed=guards_needed,
         issued_at=iso(now),
     )
 
 
-def next_revision(escalation: Escalation, *, status: EscalationStatus, now: float, sequence: int, detail: str | None = None) -> Escalation:
-    """The same escalation (same id) one revision on, with a new status."""
-    incident = escalation.incident.model_copy(update={"detail": detail}) if detail else escalation.incident
-    return escalation.model_copy(
-        update={"revision": escalation.revision + 1, "sequence": sequence, "status": status, "incident": incident, "issued_at": iso(now)}
-    )
+def revised(
+    escalation: Escalation,
+    *,
+    status: EscalationStatus,
+    now: float,
+    sequence: int,
+    assignments: list[Assignment] | None = None,
+    acknowledged_by: str | None = None,
+    detail: str | None = None,
+) -> Escalation:
+    """The same escalation (same id) one revision on."""
+    update: dict[str, object] = {"revision": escalation.revision + 1, "sequence": sequence, "status": status, "issued_at": iso(now)}
+    if assignments is not None:
+        update["assignments"] = assignments
+    if acknowledged_by is not None:
+        update["acknowledged_by"] = acknowledged_by
+    if detail is not None:
+        update["incident"] = escalation.incident.model_copy(update={"detail": detail})
+    return escalation.model_copy(update=update)
 
 
-def offer_for(escalation: Escalation, assignment: Assignment) -> Offer:
-    """The job offer a guard's wearable shows."""
+def offer_for(escalation: Escalation, assignment: Assignment, answer_within_s: float, *, withdrawn: bool = False) -> Offer:
+    """The job offer a guard's wearable shows (or its withdrawal)."""
     inc = escalation.incident
     return Offer(
         escalation=escalation.id,
+        state="withdrawn" if withdrawn else "offered",
         kind=inc.kind,
         severity=inc.severity,
         device=inc.device,
@@ -61,4 +66,5 @@ def offer_for(escalation: Escalation, assignment: Assignment) -> Offer:
         location=inc.location,
         distance_m=assignment.distance_m,
         offered_at=assignment.offered_at,
+        answer_within_s=answer_within_s,
     )

@@ -1,45 +1,100 @@
-"""The guard board: who is on duty and where each guard's wearable last placed them."""
+"""The guard board: who is on duty, where each guard last was, and who is free to be sent."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from guardlink.geo import LatLon
-from guardlink.models import Event, EventKind
-from guardlink.ranking import Candidate
-from guardlink.siteconfig import Guard, SiteConfig
+from guardlink.models import Event, EventKind, GuardState
+from guardlink.ranking import Placed, Ranked, best_by_eta
+from guardlink.siteconfig import DispatchSettings, Guard, Shift, SiteConfig
+from guardlink.spatial import GuardIndex
+
+UNKNOWN_ACCURACY_M = 50.0  # assumed when a wearable does not say how precise its fix is
 
 
 @dataclass(slots=True)
 class GuardStatus:
-    """A guard and their last known position."""
+    """A guard's dispatch state and last known position."""
 
     guard: Guard
-    point: LatLon | None = None
-    accuracy_m: float | None = None
-    seen_at: float | None = None
+    shifts: list[Shift]
+    state: GuardState = GuardState.OFF_DUTY
+    placed: Placed | None = None
+    job: str | None = None  # the escalation the guard is offered or assigned
+
+    @property
+    def point(self) -> LatLon | None:
+        return self.placed.point if self.placed else None
 
 
 class GuardBoard:
-    """Live state of a site's guards, fed by wearable and phone position events."""
+    """Live state of a site's guards, fed by wearable and phone positions, kept in a spatial index."""
 
-    def __init__(self, config: SiteConfig) -> None:
-        self.guards = {g.id: GuardStatus(g) for g in config.guards}
+    def __init__(self, config: SiteConfig, now: float) -> None:
+        self.tz = ZoneInfo(config.site.timezone)
+        self.guards = {g.id: GuardStatus(g, g.shifts()) for g in config.guards}
         self._by_wearable = {g.wearable: g.id for g in config.guards if g.wearable}
+        self.index = GuardIndex()
+        self._placed: dict[str, Placed] = {}
+        self.refresh_duty(now)
 
     def wearer(self, device: str) -> GuardStatus | None:
         """The guard wearing this device, if any."""
         guard = self._by_wearable.get(device)
         return self.guards[guard] if guard else None
 
-    def observe(self, event: Event) -> None:
-        """Take a position report from a guard's wearable or phone."""
+    def observe(self, event: Event) -> GuardStatus | None:
+        """Take a position report from a guard's wearable or phone; returns the guard it placed."""
         if event.kind is not EventKind.POSITION or event.location is None:
-            return
+            return None
         status = self.wearer(event.device)
-        if status is not None:
-            status.point, status.accuracy_m, status.seen_at = event.location, event.accuracy_m, event.at
+        if status is None:
+            return None
+        accuracy = event.accuracy_m if event.accuracy_m is not None else UNKNOWN_ACCURACY_M
+        status.placed = self._placed[status.guard.id] = Placed(status.guard.id, event.location, accuracy, event.at)
+        if status.guard.id in self.index:
+            self.index.move(status.guard.id, event.location.lat, event.location.lon)
+        else:
+            self.index.upsert(status.guard.id, event.location.lat, event.location.lon, status.guard.roles, self._free(status))
+        return status
 
-    def candidates(self) -> list[Candidate]:
-        """On-duty guards with a known position."""
-        return [Candidate(s.guard.id, s.point) for s in self.guards.values() if s.guard.on_duty and s.point is not None]
+    def on_duty(self, status: GuardStatus, now: float) -> bool:
+        """On duty by the guard's switch and schedule (site local time)."""
+        if not status.guard.on_duty:
+            return False
+        if not status.shifts:
+            return True
+        local = datetime.fromtimestamp(now, self.tz)
+        minute = local.hour * 60 + local.minute
+        return any(shift.covers(local.weekday(), minute) for shift in status.shifts)
+
+    def refresh_duty(self, now: float) -> None:
+        """Move free guards on and off duty as their shifts start and end (a guard on a job keeps it)."""
+        for status in self.guards.values():
+            if status.state in (GuardState.OFF_DUTY, GuardState.AVAILABLE):
+                self.set_state(status.guard.id, GuardState.AVAILABLE if self.on_duty(status, now) else GuardState.OFF_DUTY)
+
+    def set_state(self, guard: str, state: GuardState, job: str | None = None) -> None:
+        """Change a guard's dispatch state; only available guards can be chosen."""
+        status = self.guards[guard]
+        status.state, status.job = state, job
+        if guard in self.index:
+            self.index.set_available(guard, self._free(status))
+
+    def release(self, guard: str, now: float) -> None:
+        """The guard's job is over: available again if on duty."""
+        status = self.guards[guard]
+        self.set_state(guard, GuardState.AVAILABLE if self.on_duty(status, now) else GuardState.OFF_DUTY)
+
+    def choose(
+        self, target: LatLon, count: int, now: float, settings: DispatchSettings, *, roles: list[str], exclude: set[str]
+    ) -> list[Ranked]:
+        """The best `count` available guards by ETA, having one of `roles` (any role when empty)."""
+        return best_by_eta(self.index, self._placed, target, count, now, settings, roles=roles, exclude=exclude)
+
+    @staticmethod
+    def _free(status: GuardStatus) -> bool:
+        return status.state is GuardState.AVAILABLE

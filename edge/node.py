@@ -1,4 +1,4 @@
-"""The edge node runtime: one asyncio loop that reads the site broker, stores escalations and sends them to the police."""
+"""The edge node runtime: one asyncio loop that reads the site broker, dispatches guards and informs the police."""
 
 from __future__ import annotations
 
@@ -11,19 +11,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
+from paho.mqtt.client import topic_matches_sub
+from pydantic import ValidationError
 
+from device_drivers.payload import PayloadError, json_object
 from device_drivers.registry import driver
-from edge.dispatch import assign_nearest
-from edge.escalations import first_revision, next_revision, offer_for
+from edge.dispatch import Dispatcher, Step
 from edge.guards import GuardBoard
 from edge.intake import Intake
 from edge.rules import condition_incident, incident_for
 from edge.supervision import Change, Supervisor
+from edge.wearables import WearableWatch
 from gateway.connection import Client, stay_connected
 from gateway.outbox import Outbox
 from gateway.uplink import PoliceUplink
 from guardlink import topics
-from guardlink.models import Escalation, EscalationStatus, Incident, IncidentKind
+from guardlink.models import (
+    Answer,
+    Event,
+    EventKind,
+    GuardState,
+    Incident,
+    IncidentKind,
+    Location,
+    PoliceCommand,
+    PreAlarm,
+    Reply,
+    Severity,
+    iso,
+)
 from guardlink.siteconfig import BrokerUrl, SiteConfig
 
 log = logging.getLogger(__name__)
@@ -34,7 +50,7 @@ def _status(state: str) -> bytes:
 
 
 class EdgeNode:
-    """Runs one site: intake -> rules -> nearest guard -> outbox (durable) -> police; offers on the wearables.
+    """Runs one site: intake -> rules -> dispatch (offer, answer, re-offer) -> outbox (durable) -> police.
 
     The site broker session is persistent (fixed client id, clean session off, QoS 1) and every message
     is acknowledged only after what it caused is stored, so a press is never lost to an edge restart:
@@ -55,21 +71,27 @@ class EdgeNode:
         self.config = config
         self.site_broker = site_broker
         self.clock = clock
+        now = clock()
         self.intake = Intake(config)
-        self.board = GuardBoard(config)
+        self.board = GuardBoard(config, now)
         self.outbox = Outbox(outbox_path, clock=clock)
+        self.dispatcher = Dispatcher(config, self.board, self.outbox.next_sequence)
+        self.wearables = WearableWatch(config.wearables)
         self.uplink = PoliceUplink(
-            police_broker, config.site.district, config.site.id, self.outbox, status=self.status, status_every_s=status_every_s
+            police_broker, config.site.district, config.site.id, self.outbox,
+            status=self.status, on_command=self._police_command, status_every_s=status_every_s,
         )
         sup = config.supervision
         heartbeats = {d.id: d.heartbeat_s or driver(d.driver).heartbeat_s for d in config.devices}
-        self.supervisor = Supervisor(heartbeats, missed=sup.missed_heartbeats, low_battery_percent=sup.low_battery_percent, now=clock())
+        self.supervisor = Supervisor(heartbeats, missed=sup.missed_heartbeats, low_battery_percent=sup.low_battery_percent, now=now)
         self.ready = asyncio.Event()  # set once subscribed on the site broker
         self.incidents = 0
         self.redeliveries_skipped = 0
         self.site_connected = False
-        self._open_conditions: dict[tuple[str, IncidentKind], Escalation] = {}
+        self._site_client: Client | None = None
+        self._open_conditions: dict[tuple[str, IncidentKind], str] = {}  # (device, kind) -> escalation id
         self._status_topic = topics.edge_status(config.site.id)
+        self._reply_filter = topics.guard_reply(config.site.id, "+")
         self._tasks: set[asyncio.Task[None]] = set()
 
     def status(self) -> dict[str, object]:
@@ -78,6 +100,7 @@ class EdgeNode:
             "site": self.config.site.id,
             "backlog": self.outbox.backlog,
             "incidents": self.incidents,
+            "open_escalations": len(self.dispatcher.jobs),
             "rejected_payloads": self.intake.rejections.total,
             "health": {"outbox": self.outbox.health, "site_broker": "connected" if self.site_connected else "disconnected"},
         }
@@ -94,7 +117,7 @@ class EdgeNode:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.uplink.run())
-                tasks.create_task(self._supervise())
+                tasks.create_task(self._tick())
                 tasks.create_task(
                     stay_connected(
                         self.site_broker, self._site_session, identifier=f"guardlink-edge-{site.id}",
@@ -104,10 +127,13 @@ class EdgeNode:
         finally:
             await self.outbox.close()
 
+    # -- the site broker -------------------------------------------------------------------------
+
     async def _site_session(self, client: Client) -> None:
-        for topic_filter in self.intake.filters:
+        for topic_filter in [*self.intake.filters, self._reply_filter]:
             await client.subscribe(topic_filter, qos=1)
         await client.publish(self._status_topic, _status("online"), qos=1, retain=True)
+        self._site_client = client
         self.site_connected = True
         self.ready.set()
         log.info("event=edge_ready site=%s subscriptions=%s", self.config.site.id, ",".join(self.intake.filters))
@@ -120,64 +146,154 @@ class EdgeNode:
                 task.add_done_callback(self._tasks.discard)
         finally:
             self.site_connected = False
+            self._site_client = None
 
     async def _process(self, client: Client, message: aiomqtt.Message) -> None:
         now = self.clock()
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         topic = message.topic.value
+        if topic_matches_sub(self._reply_filter, topic):
+            step = self._guard_reply(topic.split("/")[-2], payload, now)
+            await self._carry_out([step] if step else [], ack=lambda: client.ack(message))
+            return
+        steps: list[Step] = []
         incidents: list[Incident] = []
         for event in self.intake.decode(topic, payload, now):
-            self.board.observe(event)
-            for change in self.supervisor.heard(event):
-                self._condition(change, now)
+            steps += self._observe(event, now)
             wearer = self.board.wearer(event.device)
             incident = incident_for(
                 event, self.config.device(event.device), wearer.guard.id if wearer else None, wearer.point if wearer else None
             )
             if incident is not None:
                 incidents.append(incident)
-        if not incidents:
-            client.ack(message)
-            return
-        source = f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}"
-        if getattr(message, "dup", False) and await self.outbox.seen_source(source):
+        source = f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}" if incidents else None
+        if source and getattr(message, "dup", False) and await self.outbox.seen_source(source):
+            # A redelivered press that was stored before a crash: already escalated, do not raise it twice.
             self.redeliveries_skipped += 1
             log.info("event=redelivery_skipped topic=%s mid=%d", topic, message.mid)
-            client.ack(message)
-            return
-        stored = []
-        for incident in incidents:
-            assignments = assign_nearest(incident, self.board, self.config.site.location.point(), now)
-            escalation = first_revision(self.config, incident, assignments, now=now, sequence=self.outbox.next_sequence())
-            stored.append((escalation, self.outbox.append(escalation, source)))
-        await asyncio.gather(*(written for _, written in stored))
-        client.ack(message)  # only now may the broker forget the press
-        for escalation, _ in stored:
-            self.incidents += 1
-            guard = escalation.assignments[0].guard if escalation.assignments else "none"
-            log.info("event=incident kind=%s device=%s escalation=%s guard=%s", escalation.incident.kind.value, escalation.incident.device, escalation.id, guard)
-            for assignment in escalation.assignments:
-                offer = offer_for(escalation, assignment)
-                await client.publish(topics.guard_offer(self.config.site.id, assignment.guard), offer.model_dump_json().encode(), qos=1)
+            incidents = []
+        steps += [self.dispatcher.open(incident, now) for incident in incidents]
+        await self._carry_out(steps, ack=lambda: client.ack(message), source=source)
 
-    async def _supervise(self) -> None:
+    def _observe(self, event: Event, now: float) -> list[Step]:
+        """Everything an event changes besides alarms: positions, wearables, device conditions."""
+        changes = self.supervisor.heard(event)
+        placed = self.board.observe(event)
+        if placed is not None and placed.placed is not None:
+            changes += self.wearables.position(
+                event.device, placed.placed.point, placed.placed.accuracy_m, placed.guard.post, placed.state is GuardState.AVAILABLE
+            )
+        if event.kind is EventKind.VITALS:
+            changes += self.wearables.vitals(event)
+        elif event.kind is EventKind.MOTION:
+            started = self.wearables.motion(event)
+            wearer = self.board.wearer(event.device)
+            if started and wearer:
+                self._send_prealarm(wearer.guard.id, started.detail, started.cancel_within_s)
+        return [step for change in changes if (step := self._condition(change, now))]
+
+    def _guard_reply(self, guard: str, payload: bytes, now: float) -> Step | None:
+        status = self.board.guards.get(guard)
+        try:
+            if status is None:
+                raise PayloadError("unknown_guard", f"no guard {guard!r} at this site")
+            reply = Reply.model_validate(json_object(payload))
+        except (PayloadError, ValidationError) as exc:
+            reason = exc.reason if isinstance(exc, PayloadError) else "invalid_reply"
+            self.intake.rejections.record(f"guard:{guard}" if status else "(unknown)", reason, str(exc)[:200], now)
+            return None
+        if reply.answer is Answer.CANCEL_PREALARM:
+            if status.guard.wearable and self.wearables.cancel(status.guard.wearable):
+                log.info("event=prealarm_cancelled guard=%s", guard)
+            return None
+        return self.dispatcher.answer(guard, reply.answer, reply.escalation, now)
+
+    # -- timers and the police -------------------------------------------------------------------
+
+    async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.config.supervision.check_every_s)
             now = self.clock()
-            for change in self.supervisor.overdue(now):
-                self._condition(change, now)
+            self.board.refresh_duty(now)
+            steps = [step for change in self.supervisor.overdue(now) if (step := self._condition(change, now))]
+            for device, detail in self.wearables.man_down(now):
+                steps.append(self.dispatcher.open(self._man_down(device, detail, now), now))
+            steps += self.dispatcher.expire(now)
+            if steps:
+                await self._carry_out(steps)
 
-    def _condition(self, change: Change, now: float) -> None:
-        """Report a device condition to the police (revision 1), and its clearing (next revision, resolved)."""
+    def _police_command(self, payload: bytes) -> None:
+        now = self.clock()
+        try:
+            command = PoliceCommand.model_validate(json_object(payload))
+        except (PayloadError, ValidationError) as exc:
+            log.warning("event=police_command_rejected error=%r", str(exc)[:300])
+            return
+        log.info("event=police_command command=%s escalation=%s by=%s", command.command.value, command.escalation, command.by)
+        step = self.dispatcher.command(command, now)
+        if step:
+            self._spawn(self._carry_out([step]))
+
+    # -- effects ---------------------------------------------------------------------------------
+
+    async def _carry_out(self, steps: list[Step], ack: Callable[[], None] | None = None, source: str | None = None) -> None:
+        """Store each revision (durably, in order), then acknowledge the source message, then tell the guards."""
+        await asyncio.gather(*(self.outbox.append(step.escalation, source) for step in steps))
+        if ack:
+            ack()  # only now may the broker forget the message
+        for step in steps:
+            escalation = step.escalation
+            if escalation.revision == 1:
+                self.incidents += 1
+            log.info(
+                "event=escalation id=%s revision=%d kind=%s device=%s status=%s guards=%s",
+                escalation.id, escalation.revision, escalation.incident.kind.value, escalation.incident.device, escalation.status.value,
+                ",".join(f"{a.guard}:{a.state.value}" for a in escalation.assignments) or "-",
+            )
+            for guard, offer in step.offers:
+                await self._publish_site(topics.guard_offer(self.config.site.id, guard), offer.model_dump_json().encode())
+
+    def _condition(self, change: Change, now: float) -> Step | None:
+        """A device or guard condition raised (revision 1) or cleared (a resolving revision)."""
         key = (change.device, change.kind)
         log.warning("event=device_condition device=%s kind=%s raised=%s detail=%r", change.device, change.kind.value, change.raised, change.detail)
         if change.raised:
             wearer = self.board.wearer(change.device)
-            incident = condition_incident(change.kind, self.config.device(change.device), change.detail, now, wearer.point if wearer else None)
-            escalation = first_revision(self.config, incident, [], now=now, sequence=self.outbox.next_sequence(), status=EscalationStatus.REPORTED)
-            self._open_conditions[key] = escalation
-        elif opened := self._open_conditions.pop(key, None):
-            escalation = next_revision(opened, status=EscalationStatus.RESOLVED, now=now, sequence=self.outbox.next_sequence(), detail=change.detail)
-        else:
+            incident = condition_incident(
+                change.kind, self.config.device(change.device), change.detail, now,
+                wearer.point if wearer else None, wearer.guard.id if wearer else None,
+            )
+            step = self.dispatcher.open(incident, now)
+            self._open_conditions[key] = step.escalation.id
+            return step
+        escalation_id = self._open_conditions.pop(key, None)
+        return self.dispatcher.resolve(escalation_id, now, change.detail) if escalation_id else None
+
+    def _man_down(self, device: str, detail: str, now: float) -> Incident:
+        wearer = self.board.wearer(device)
+        point = wearer.point if wearer else None
+        return Incident(
+            kind=IncidentKind.MAN_DOWN, severity=Severity.CRITICAL, device=device, zone=self.config.device(device).zone,
+            location=Location.of(point) if point else None, raised_by_guard=wearer.guard.id if wearer else None,
+            detected_at=iso(now), detail=detail,
+        )
+
+    def _send_prealarm(self, guard: str, detail: str, cancel_within_s: float) -> None:
+        log.warning("event=man_down_prealarm guard=%s detail=%r", guard, detail)
+        alert = PreAlarm(kind=IncidentKind.MAN_DOWN, detail=detail, cancel_within_s=cancel_within_s)
+        self._spawn(self._publish_site(topics.guard_alert(self.config.site.id, guard), alert.model_dump_json().encode()))
+
+    async def _publish_site(self, topic: str, payload: bytes) -> None:
+        client = self._site_client
+        if client is None:
+            log.warning("event=site_publish_skipped topic=%s reason=site_broker_disconnected", topic)
             return
-        self.outbox.append(escalation)
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            log.warning("event=site_publish_failed topic=%s error=%r", topic, str(exc))
+
+    def _spawn(self, coro) -> None:  # noqa: ANN001
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -24,6 +24,8 @@ ALARMS: dict[EventKind, tuple[IncidentKind, Severity]] = {
 CONDITIONS: dict[IncidentKind, Severity] = {
     IncidentKind.DEVICE_OFFLINE: Severity.WARNING,
     IncidentKind.LOW_BATTERY: Severity.INFO,
+    IncidentKind.ABNORMAL_HEART_RATE: Severity.CRITICAL,
+    IncidentKind.LEFT_POST: Severity.WARNING,
 }
 
 
@@ -46,8 +48,10 @@ def incident_for(event: Event, device: Device, raised_by_guard: str | None, last
     )
 
 
-def condition_incident(kind: IncidentKind, device: Device, detail: str, now: float, last_known: LatLon | None) -> Incident:
-    """The incident for a device condition raised by supervision (offline, low battery)."""
+def condition_incident(
+    kind: IncidentKind, device: Device, detail: str, now: float, last_known: LatLon | None, wearer: str | None
+) -> Incident:
+    """The incident for a condition raised by supervision or a wearable (offline, low battery, heart rate, left post)."""
     point = device.location.point() if device.location else last_known
     return Incident(
         kind=kind,
@@ -55,6 +59,7 @@ def condition_incident(kind: IncidentKind, device: Device, detail: str, now: flo
         device=device.id,
         zone=device.zone,
         location=Location.of(point) if point else None,
+        raised_by_guard=wearer,
         detected_at=iso(now),
         detail=detail,
     )

@@ -1,4 +1,4 @@
-"""The police uplink: stored escalation revisions to the district's broker at QoS 1, in order, plus the site's status."""
+"""The police uplink: stored escalation revisions to the district's broker at QoS 1, in order; the site's status; police commands."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class PoliceUplink:
         outbox: Outbox,
         *,
         status: Callable[[], dict[str, object]],
+        on_command: Callable[[bytes], None],
         status_every_s: float = 10.0,
         window: int = 64,
     ) -> None:
@@ -41,6 +42,8 @@ class PoliceUplink:
         self.outbox = outbox
         self.topic = topics.police_escalations(district, site)
         self.status_topic = topics.police_site_status(district, site)
+        self.commands_topic = topics.police_commands(district, site)
+        self.on_command = on_command
         self.identifier = f"guardlink-edge-{site}-uplink"
         self.status = status
         self.status_every_s = status_every_s
@@ -56,9 +59,11 @@ class PoliceUplink:
     async def _session(self, client: aiomqtt.Client) -> None:
         self.connected = True
         try:
+            await client.subscribe(self.commands_topic, qos=1)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._heartbeat(client))
                 tasks.create_task(self._deliver(client))
+                tasks.create_task(self._commands(client))
         except* aiomqtt.MqttError as group:
             raise group.exceptions[0] from None
         finally:
@@ -75,6 +80,10 @@ class PoliceUplink:
             self.outbox.delivered(batch)
             self.delivered += len(batch)
             log.debug("event=escalations_delivered count=%d backlog=%d", len(batch), self.outbox.backlog)
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.on_command(message.payload if isinstance(message.payload, bytes) else str(message.payload).encode())
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         while True:

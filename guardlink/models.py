@@ -25,6 +25,8 @@ class EventKind(StrEnum):
     DEVICE_STATUS = "device_status"  # battery, link quality
     TAMPER = "tamper"  # the device's case was opened or it was removed from its mount
     AVAILABILITY = "availability"  # the device (or its bridge) says it is online or offline
+    MOTION = "motion"  # a wearable's accelerometer summary (attrs: min_g, max_g, tilt_deg, still)
+    VITALS = "vitals"  # a wearable's heart rate (attrs: heart_rate)
 
 
 class Severity(StrEnum):
@@ -44,21 +46,49 @@ class IncidentKind(StrEnum):
     DEVICE_OFFLINE = "device_offline"
     LOW_BATTERY = "low_battery"
     TAMPER = "tamper"
+    MAN_DOWN = "man_down"  # a guard fell, or lies tilted, and did not move nor cancel the pre-alarm
+    ABNORMAL_HEART_RATE = "abnormal_heart_rate"
+    LEFT_POST = "left_post"  # an available guard is outside the geofence of their post
 
 
 class EscalationStatus(StrEnum):
     """Where an escalation stands, as the police see it."""
 
-    DISPATCHED = "dispatched"  # a guard has been offered the job
-    NO_GUARD_AVAILABLE = "no_guard_available"
+    DISPATCHED = "dispatched"  # offers are out, not enough guards have accepted yet
+    ASSIGNED = "assigned"  # enough guards accepted and are on their way
+    ON_SCENE = "on_scene"  # a guard reported arriving
+    NO_GUARD_AVAILABLE = "no_guard_available"  # every candidate declined or did not answer: the police must act
     REPORTED = "reported"  # for the record: nobody needs to be sent (a device went offline ...)
-    RESOLVED = "resolved"  # the condition has cleared (the device is back ...)
+    RESOLVED = "resolved"  # the guard resolved it, or the condition cleared (the device is back ...)
+    FALSE_ALARM = "false_alarm"  # the guard on scene found nothing
+    CLOSED = "closed"  # the police closed it
+
+    @property
+    def final(self) -> bool:
+        """No further revisions follow a final status."""
+        return self in (EscalationStatus.RESOLVED, EscalationStatus.FALSE_ALARM, EscalationStatus.CLOSED)
 
 
 class AssignmentState(StrEnum):
     """A guard's part in one incident."""
 
+    OFFERED = "offered"  # waiting for the guard's answer
+    ASSIGNED = "assigned"  # accepted
+    ON_SCENE = "on_scene"
+    DONE = "done"  # the guard reported the incident resolved or a false alarm
+    DECLINED = "declined"
+    TIMED_OUT = "timed_out"  # no answer within the offer timeout
+    WITHDRAWN = "withdrawn"  # the offer or assignment was cancelled (incident closed, enough guards)
+
+
+class GuardState(StrEnum):
+    """Where a guard stands for dispatch."""
+
+    OFF_DUTY = "off_duty"
+    AVAILABLE = "available"
     OFFERED = "offered"
+    ASSIGNED = "assigned"
+    ON_SCENE = "on_scene"
 
 
 @dataclass(slots=True)
@@ -128,9 +158,11 @@ class Assignment(_Doc):
     roles: list[str]
     state: AssignmentState
     distance_m: float = Field(ge=0, description="great-circle distance from the guard's last position")
+    eta_s: float = Field(ge=0, description="walking time to the incident, with penalties for a stale or coarse position")
     guard_location: Location
     position_age_s: float = Field(ge=0, description="age of the guard position used for the choice")
     offered_at: datetime
+    answered_at: datetime | None = Field(default=None, description="when the state last changed after the offer")
 
 
 class Escalation(_Doc):
@@ -145,6 +177,8 @@ class Escalation(_Doc):
     assignments: list[Assignment]
     evidence: list[dict[str, object]] = Field(default_factory=list)
     status: EscalationStatus
+    guards_needed: int = Field(default=0, ge=0, description="how many guards the incident type asks for")
+    acknowledged_by: str | None = Field(default=None, description="the police officer or desk that acknowledged it")
     issued_at: datetime = Field(description="when this revision was made (UTC)")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, json_schema_serialization_defaults_required=True)
@@ -160,9 +194,10 @@ class Escalation(_Doc):
 
 
 class Offer(_Doc):
-    """A job offered to a guard on the wearable's offer topic."""
+    """A job offered to a guard on the wearable's offer topic; `state` withdrawn cancels an earlier offer."""
 
     escalation: str
+    state: Literal["offered", "withdrawn"]
     kind: IncidentKind
     severity: Severity
     device: str
@@ -170,6 +205,50 @@ class Offer(_Doc):
     location: Location | None
     distance_m: float
     offered_at: datetime
+    answer_within_s: float = Field(description="the offer passes to the next guard after this long without an answer")
+
+
+class Answer(StrEnum):
+    """What a guard's wearable says back."""
+
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    FALSE_ALARM = "false_alarm"
+    CANCEL_PREALARM = "cancel_prealarm"  # "I am fine": cancels a man-down pre-alarm
+
+
+class Reply(_Doc):
+    """A guard's answer on `guardlink/<site>/guards/<guard>/reply`."""
+
+    answer: Answer
+    escalation: str | None = Field(default=None, description="the escalation answered; not needed to cancel a pre-alarm")
+
+
+class PreAlarm(_Doc):
+    """Sent to a guard's wearable before a man-down alarm goes out: the guard can still cancel."""
+
+    kind: IncidentKind
+    detail: str
+    cancel_within_s: float
+
+
+class CommandKind(StrEnum):
+    """What the police can ask of a site."""
+
+    ACKNOWLEDGE = "acknowledge"
+    MORE_GUARDS = "more_guards"
+    CLOSE = "close"
+
+
+class PoliceCommand(_Doc):
+    """A command from the police on `guardlink/police/<district>/<site>/commands`."""
+
+    command: CommandKind
+    escalation: str
+    by: str = Field(min_length=1, max_length=64, description="officer or desk issuing it")
+    count: int = Field(default=1, ge=1, le=20, description="more_guards: how many more")
 
 
 def escalation_json_schema() -> dict[str, object]:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guardlink.geo import LatLon
+from guardlink.models import IncidentKind
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ID_HELP = "lowercase letters, digits, '-' and '_', starting with a letter or digit"
@@ -75,6 +79,16 @@ class SiteInfo(_Model):
     name: str = Field(min_length=1)
     district: str = Field(pattern=_ID, description="police district the site reports to")
     location: Position
+    timezone: str = Field(default="UTC", description="IANA time zone for guard schedules, e.g. Asia/Shanghai")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+        return name
 
 
 class Zone(_Model):
@@ -109,6 +123,59 @@ class Device(_Model):
         return topic
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SHIFT = re.compile(r"^(?P<days>[a-z,\-]+)\s+(?P<start>\d\d):(?P<start_m>\d\d)-(?P<end>\d\d):(?P<end_m>\d\d)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """Days of the week (0 = Monday) and minutes of the day; an end before the start runs past midnight."""
+
+    days: frozenset[int]
+    start_min: int
+    end_min: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shift:
+        """Parse `mon-fri 07:00-19:00`, `sat,sun 22:00-06:00` or `daily 00:00-24:00`."""
+        match = _SHIFT.match(text.strip().lower())
+        if not match:
+            raise ValueError(f"shift {text!r} is not like 'mon-fri 07:00-19:00'")
+        days: set[int] = set()
+        for part in match["days"].split(","):
+            if part == "daily":
+                days.update(range(7))
+                continue
+            first, _, last = part.partition("-")
+            if first not in _DAYS or (last and last not in _DAYS):
+                raise ValueError(f"shift {text!r}: days are {', '.join(_DAYS)}, ranges like mon-fri, or daily")
+            a, b = _DAYS.index(first), _DAYS.index(last or first)
+            days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+        start = int(match["start"]) * 60 + int(match["start_m"])
+        end = int(match["end"]) * 60 + int(match["end_m"])
+        if start > 24 * 60 or end > 24 * 60 or int(match["start_m"]) > 59 or int(match["end_m"]) > 59:
+            raise ValueError(f"shift {text!r}: times run from 00:00 to 24:00")
+        return cls(frozenset(days), start, end)
+
+    def covers(self, weekday: int, minute: int) -> bool:
+        """True if this shift is on at `minute` of day `weekday` (local time)."""
+        if self.start_min <= self.end_min:
+            return weekday in self.days and self.start_min <= minute < self.end_min
+        # Overnight: the part after midnight belongs to the previous day's shift.
+        return (weekday in self.days and minute >= self.start_min) or ((weekday - 1) % 7 in self.days and minute < self.end_min)
+
+
+class Post(_Model):
+    """Where a guard is stationed: leaving this circle while available raises a left_post incident."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: float = Field(gt=0, le=50_000)
+
+    def point(self) -> LatLon:
+        return LatLon(self.lat, self.lon)
+
+
 class Guard(_Model):
     """A registered guard."""
 
@@ -116,7 +183,60 @@ class Guard(_Model):
     name: str = Field(min_length=1)
     roles: list[str] = Field(default_factory=lambda: ["patrol"])
     wearable: str | None = Field(default=None, description="device id of the guard's wearable or phone")
-    on_duty: bool = True
+    on_duty: bool = Field(default=True, description="false takes the guard out of dispatch whatever the schedule")
+    schedule: list[str] = Field(
+        default_factory=list, description="shifts in site local time, e.g. ['mon-fri 07:00-19:00']; empty = always"
+    )
+    post: Post | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_shifts(cls, shifts: list[str]) -> list[str]:
+        for shift in shifts:
+            Shift.parse(shift)
+        return shifts
+
+    def shifts(self) -> list[Shift]:
+        return [Shift.parse(s) for s in self.schedule]
+
+
+class IncidentNeeds(_Model):
+    """What an incident type asks of dispatch."""
+
+    guards: int = Field(default=1, ge=0, le=20, description="how many guards to send; 0 = report to the police only")
+    roles: list[str] = Field(default_factory=list, description="guards must have one of these roles; empty = any role")
+    exclude_reporter: bool = Field(default=True, description="never send the guard who raised it (always so for sos and man_down)")
+
+
+DEFAULT_NEEDS: dict[str, IncidentNeeds] = {
+    "duress": IncidentNeeds(guards=2),
+    "device_offline": IncidentNeeds(guards=0),
+    "low_battery": IncidentNeeds(guards=0),
+    "left_post": IncidentNeeds(guards=0),
+}
+
+
+class DispatchSettings(_Model):
+    """How guards are ranked and offered jobs."""
+
+    offer_timeout_s: float = Field(default=30, gt=0, description="an unanswered offer passes to the next guard after this")
+    walking_speed_mps: float = Field(default=1.4, gt=0, description="to turn distance into an ETA")
+    stale_after_s: float = Field(default=60, ge=0, description="positions older than this add to the ETA")
+    stale_penalty: float = Field(default=0.5, ge=0, description="seconds of ETA added per second of position age past stale_after_s")
+    max_position_age_s: float = Field(default=600, gt=0, description="a guard whose position is older cannot be placed")
+
+
+class WearableRules(_Model):
+    """Thresholds for guard wearables."""
+
+    heart_rate_low: float = Field(default=40, gt=0)
+    heart_rate_high: float = Field(default=150, gt=0)
+    freefall_g: float = Field(default=0.4, gt=0, description="acceleration below this is free fall")
+    impact_g: float = Field(default=2.5, gt=0, description="acceleration above this right after a free fall is an impact")
+    impact_within_s: float = Field(default=2.0, gt=0)
+    tilt_deg: float = Field(default=60, gt=0, le=180, description="lying past this angle without moving is a man-down too")
+    still_s: float = Field(default=10, gt=0, description="no movement this long after a fall or tilt starts the pre-alarm")
+    prealarm_s: float = Field(default=15, gt=0, description="the guard can cancel from the wearable during this window")
 
 
 class PoliceUplink(_Model):
@@ -139,6 +259,58 @@ class Supervision(_Model):
     check_every_s: float = Field(default=1.0, gt=0, description="how often silence is checked")
 
 
+class Telemetry(_Model):
+    """History in InfluxDB (2.x, 3.x, 1.8+ or anything that takes its v2 write API); lossy, never in the alarm path.
+
+    GUARDLINK_INFLUX_URL, GUARDLINK_INFLUX_TOKEN, GUARDLINK_INFLUX_ORG and GUARDLINK_INFLUX_BUCKET override
+    the file (and GUARDLINK_INFLUX_URL alone turns telemetry on): keep the token out of the site file.
+    """
+
+    url: str = Field(description="InfluxDB base URL, e.g. http://influxdb:8086")
+    token: str = Field(default="", repr=False, description="API token; InfluxDB 1.8: 'user:password'")
+    org: str = Field(default="guardlink", description="organisation (InfluxDB 1.8 ignores it)")
+    bucket: str = Field(default="guardlink", min_length=1, description="bucket; InfluxDB 1.8: 'database/retention-policy'")
+    batch_size: int = Field(default=500, ge=1, le=50_000, description="points per write request")
+    flush_interval_ms: int = Field(default=1000, ge=10, description="a partial batch is written after this long")
+    buffer_points: int = Field(
+        default=20_000, ge=1, description="points held while InfluxDB is slow or down; past this the oldest are dropped (counted)"
+    )
+    timeout_ms: int = Field(default=5000, ge=50, description="timeout of one write request")
+    max_retries: int = Field(default=3, ge=0, le=10, description="retries of a failed batch before it is dropped (counted)")
+    positions_every_s: float = Field(default=10, ge=0, description="at most one position per guard this often (0 = every report)")
+    status_every_s: float = Field(default=10, gt=0, description="how often device health and the outbox backlog are sampled")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"telemetry URL {url!r} must be http(s)://host:port, e.g. http://127.0.0.1:8086")
+        return url
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Parse `host:port` (`[::1]:9464` for IPv6, port 0 for any free port); raises ValueError saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen address {text!r} must be host:port, e.g. 127.0.0.1:9464")
+    return host, int(port)
+
+
+class Metrics(_Model):
+    """The Prometheus `/metrics` endpoint of the edge node; off unless `listen` is set."""
+
+    listen: str | None = Field(default=None, description="host:port to serve /metrics on, e.g. 127.0.0.1:9464")
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            parse_listen(listen)
+        return listen
+
+
 class SiteConfig(_Model):
     """One site: its devices, zones, guards, site broker and police uplink."""
 
@@ -149,6 +321,13 @@ class SiteConfig(_Model):
     devices: list[Device] = Field(default_factory=list)
     guards: list[Guard] = Field(default_factory=list)
     supervision: Supervision = Field(default_factory=Supervision)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    incidents: dict[str, IncidentNeeds] = Field(
+        default_factory=dict, description="per incident kind (panic, sos, man_down, ...): guards, roles, exclude_reporter"
+    )
+    wearables: WearableRules = Field(default_factory=WearableRules)
+    telemetry: Telemetry | None = Field(default=None, description="InfluxDB for history; off when absent")
+    metrics: Metrics = Field(default_factory=Metrics)
     outbox: str | None = Field(
         default=None, description="outbox database path; default $XDG_STATE_HOME/guardlink/<site>/outbox.db"
     )
@@ -162,6 +341,13 @@ class SiteConfig(_Model):
     def device(self, device_id: str) -> Device | None:
         """The device with this id, if configured."""
         return next((d for d in self.devices if d.id == device_id), None)
+
+    def needs(self, kind: str) -> IncidentNeeds:
+        """What dispatch must do for an incident kind: the site's setting, else guardlink's default."""
+        needs = self.incidents.get(kind) or DEFAULT_NEEDS.get(kind) or IncidentNeeds()
+        if kind in ("sos", "man_down") and not needs.exclude_reporter:
+            needs = needs.model_copy(update={"exclude_reporter": True})  # the guard in trouble is never sent to help
+        return needs
 
 
 def load_site(path: str | Path, known_drivers: Collection[str] | None = None) -> SiteConfig:
@@ -236,6 +422,9 @@ def _cross_references(config: SiteConfig, known_drivers: Collection[str] | None)
             if device.topic in topics:
                 yield ("devices", i, "topic"), f"device {device.id!r} uses topic {device.topic!r} of device {topics[device.topic]!r}"
             topics[device.topic] = device.id
+    for kind in config.incidents:
+        if kind not in IncidentKind.__members__.values():
+            yield ("incidents", kind), f"unknown incident kind {kind!r} (known: {', '.join(k.value for k in IncidentKind)})"
     wearers: dict[str, str] = {}
     for i, guard in enumerate(config.guards):
         if guard.wearable is None:

@@ -15,6 +15,11 @@ def guard_reply(site: str, guard: str) -> str:
     return f"{ROOT}/{site}/guards/{guard}/reply"
 
 
+def guard_alert(site: str, guard: str) -> str:
+    """Where the edge warns a guard's wearable (a man-down pre-alarm the guard can cancel)."""
+    return f"{ROOT}/{site}/guards/{guard}/alert"
+
+
 def device_config(site: str, device: str) -> str:
     """Retained, signed configuration for a device."""
     return f"{ROOT}/{site}/devices/{device}/config"

@@ -33,7 +33,7 @@ def sample(school) -> Escalation:
         kind=IncidentKind.PANIC, severity=Severity.CRITICAL, device="btn-gate", zone="main-gate",
         location=None, detected_at=iso(1_763_800_000.0),
     )
-    return first_revision(school, incident, [], now=1_763_800_000.01, sequence=1)
+    return first_revision(school, incident, 1, now=1_763_800_000.01, sequence=1)
 
 
 def test_escalation_document_is_schema_valid_and_round_trips(school):

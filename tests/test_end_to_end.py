@@ -19,22 +19,25 @@ from guardlink.siteconfig import SiteConfig
 SCHEMA = escalation_json_schema()
 
 
-def brute_force_nearest(target: tuple[float, float], guards: dict[str, tuple[float, float]]) -> tuple[str, float]:
-    """Independent check: straight haversine over every guard, no shared code."""
+def brute_force_best(target: tuple[float, float], guards: dict[str, tuple[float, float, float]]) -> tuple[str, float]:
+    """Independent check over every guard, no shared code: fresh positions, so ETA = (distance + accuracy) / 1.4 m/s."""
 
     def dist(a: tuple[float, float], b: tuple[float, float]) -> float:
         la1, lo1, la2, lo2 = map(math.radians, (*a, *b))
         h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
         return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
 
-    return min(((g, dist(target, p)) for g, p in guards.items()), key=lambda x: (x[1], x[0]))
+    costs = [((dist(target, (lat, lon)) + acc) / 1.4, dist(target, (lat, lon)), g) for g, (lat, lon, acc) in guards.items()]
+    _, distance, guard = min(costs)
+    return guard, distance
 
 
-def guard_positions(config: SiteConfig, sim: SiteSimulator) -> dict[str, tuple[float, float]]:
-    return {g.id: (sim.walkers[g.wearable].point.lat, sim.walkers[g.wearable].point.lon) for g in config.guards}
+def guard_positions(config: SiteConfig, sim: SiteSimulator) -> dict[str, tuple[float, float, float]]:
+    walkers = {g.id: sim.walkers[g.wearable] for g in config.guards}
+    return {g: (w.point.lat, w.point.lon, w.accuracy_m) for g, w in walkers.items()}
 
 
-async def test_zigbee_press_escalates_once_with_nearest_guard(school, mosquitto, police_mosquitto, recorder, tmp_path):
+async def test_zigbee_press_escalates_once_with_the_best_placed_guard(school, mosquitto, police_mosquitto, recorder, tmp_path):
     police = recorder(police_mosquitto, topics.police_escalations_filter())
     offers = recorder(mosquitto, topics.guard_offer(school.site.id, "+"))
     async with running_edge(school, mosquitto, police_mosquitto, tmp_path / "outbox.db") as node:
@@ -54,7 +57,7 @@ async def test_zigbee_press_escalates_once_with_nearest_guard(school, mosquitto,
     assert escalation.incident.kind == "panic" and escalation.incident.severity == "critical"
     assert escalation.incident.device == "btn-gate" and escalation.incident.zone == "main-gate"
     gate = school.device("btn-gate").location
-    expected_guard, expected_m = brute_force_nearest((gate.lat, gate.lon), positions)
+    expected_guard, expected_m = brute_force_best((gate.lat, gate.lon), positions)
     [assignment] = escalation.assignments
     assert assignment.guard == expected_guard
     assert assignment.distance_m == pytest.approx(expected_m, abs=0.1)
@@ -77,8 +80,8 @@ async def test_wearable_sos_never_assigns_the_guard_who_raised_it(school, mosqui
     escalation = Escalation.from_json(police.payloads()[0])
     assert escalation.incident.kind == "sos" and escalation.incident.raised_by_guard == "g-li"
     li = positions.pop("g-li")
-    assert (escalation.incident.location.lat, escalation.incident.location.lon) == pytest.approx(li)
-    assert escalation.assignments[0].guard == brute_force_nearest(li, positions)[0]
+    assert (escalation.incident.location.lat, escalation.incident.location.lon) == pytest.approx(li[:2])
+    assert escalation.assignments[0].guard == brute_force_best(li[:2], positions)[0]
 
 
 async def test_press_with_no_guard_on_duty_still_reaches_police(school, mosquitto, recorder, tmp_path):

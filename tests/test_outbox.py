@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.escalations import first_revision, next_revision
+from edge.escalations import first_revision, revised
 from gateway.outbox import Outbox
 from guardlink.models import EscalationStatus, Incident, IncidentKind, Severity, iso
 
@@ -30,7 +30,7 @@ def incident(severity: Severity = Severity.CRITICAL, device: str = "btn-gate") -
 
 
 async def store(outbox: Outbox, school, severity: Severity = Severity.CRITICAL, source: str | None = None):
-    escalation = first_revision(school, incident(severity), [], now=outbox.clock(), sequence=outbox.next_sequence())
+    escalation = first_revision(school, incident(severity), 1, now=outbox.clock(), sequence=outbox.next_sequence())
     on_disk = await outbox.append(escalation, source)
     return escalation, on_disk
 
@@ -54,7 +54,7 @@ async def test_revisions_survive_a_restart_in_order_until_delivered(tmp_path, sc
 async def test_a_burst_of_concurrent_appends_is_stored_in_call_order(tmp_path, school):
     outbox = Outbox(tmp_path / "outbox.db")
     await outbox.open()
-    escalations = [first_revision(school, incident(), [], now=1.0, sequence=outbox.next_sequence()) for _ in range(500)]
+    escalations = [first_revision(school, incident(), 1, now=1.0, sequence=outbox.next_sequence()) for _ in range(500)]
     results = await asyncio.gather(*(outbox.append(e) for e in escalations))
     assert all(results)
     await outbox.close()
@@ -92,7 +92,7 @@ async def test_later_revisions_keep_the_id_and_follow_in_sequence(tmp_path, scho
     outbox = Outbox(tmp_path / "outbox.db")
     await outbox.open()
     first, _ = await store(outbox, school)
-    second = next_revision(first, status=EscalationStatus.RESOLVED, now=2.0, sequence=outbox.next_sequence(), detail="back")
+    second = revised(first, status=EscalationStatus.RESOLVED, now=2.0, sequence=outbox.next_sequence(), detail="back")
     assert await outbox.append(second)
     pending = [p.escalation for p in outbox.deliverable(10)]
     assert [(e.id, e.revision, e.sequence) for e in pending] == [(first.id, 1, 1), (first.id, 2, 2)]

@@ -1,0 +1,116 @@
+"""Guard wearables: man-down (fall or tilt, then stillness, then an unanswered pre-alarm), heart rate, post geofence.
+
+Pure state per wearable; times come from the events and from the caller's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.supervision import Change
+from guardlink.geo import LatLon, haversine_m
+from guardlink.models import Event, IncidentKind
+from guardlink.siteconfig import Post, WearableRules
+
+HEART_RATE_HYSTERESIS = 5.0  # beats per minute back inside the band before the alarm clears
+
+
+@dataclass(slots=True)
+class _Motion:
+    freefall_at: float | None = None
+    fallen_at: float | None = None  # impact right after a free fall
+    tilted_since: float | None = None
+    still_since: float | None = None
+    prealarm_until: float | None = None
+    cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PreAlarmStarted:
+    """A guard seems down: the wearable is asked to let them cancel before the alarm goes out."""
+
+    device: str
+    detail: str
+    cancel_within_s: float
+
+
+class WearableWatch:
+    """Turns wearable reports into man-down pre-alarms and alarms, heart-rate and left-post conditions."""
+
+    def __init__(self, rules: WearableRules) -> None:
+        self.rules = rules
+        self._motion: dict[str, _Motion] = {}
+        self._heart_alarm: set[str] = set()
+        self._off_post: set[str] = set()
+
+    # -- man-down --------------------------------------------------------------------------------
+
+    def motion(self, event: Event) -> PreAlarmStarted | None:
+        """Take an accelerometer summary (attrs min_g, max_g, tilt_deg, still)."""
+        rules, t = self.rules, event.at
+        m = self._motion.setdefault(event.device, _Motion())
+        if m.prealarm_until is not None:
+            return None  # already waiting for the guard to cancel
+        min_g, max_g = float(event.attrs["min_g"]), float(event.attrs["max_g"])
+        if min_g < rules.freefall_g:
+            m.freefall_at = t
+        if max_g > rules.impact_g and m.freefall_at is not None and t - m.freefall_at <= rules.impact_within_s:
+            m.fallen_at = t
+        m.tilted_since = (m.tilted_since or t) if float(event.attrs["tilt_deg"]) >= rules.tilt_deg else None
+        if not event.attrs["still"]:
+            m.still_since = None
+            m.fallen_at = None  # moving again after the fall: the guard is up
+            return None
+        m.still_since = m.still_since or t
+        down_since = max(m.fallen_at or m.tilted_since or t, m.still_since)
+        if (m.fallen_at or m.tilted_since) and t - down_since >= rules.still_s:
+            m.cause = "fall, then no movement" if m.fallen_at else f"lying past {rules.tilt_deg:.0f} degrees, no movement"
+            m.prealarm_until = t + rules.prealarm_s
+            return PreAlarmStarted(event.device, f"{m.cause} for {t - down_since:.0f} s", rules.prealarm_s)
+        return None
+
+    def cancel(self, device: str) -> bool:
+        """The guard pressed "I am fine" during the pre-alarm; True if one was pending."""
+        m = self._motion.get(device)
+        if m is None or m.prealarm_until is None:
+            return False
+        self._motion[device] = _Motion()
+        return True
+
+    def man_down(self, now: float) -> list[tuple[str, str]]:
+        """(device, detail) for pre-alarms that ran out without a cancel."""
+        due = []
+        for device, m in self._motion.items():
+            if m.prealarm_until is not None and now >= m.prealarm_until:
+                due.append((device, f"{m.cause}; pre-alarm not cancelled within {self.rules.prealarm_s:.0f} s"))
+                self._motion[device] = _Motion()
+        return due
+
+    # -- conditions ------------------------------------------------------------------------------
+
+    def vitals(self, event: Event) -> list[Change]:
+        """Take a heart-rate reading; raises or clears abnormal_heart_rate."""
+        rate = float(event.attrs["heart_rate"])
+        low, high = self.rules.heart_rate_low, self.rules.heart_rate_high
+        outside = rate < low or rate > high
+        inside = low + HEART_RATE_HYSTERESIS <= rate <= high - HEART_RATE_HYSTERESIS
+        if outside and event.device not in self._heart_alarm:
+            self._heart_alarm.add(event.device)
+            return [Change(event.device, IncidentKind.ABNORMAL_HEART_RATE, True, f"heart rate {rate:.0f}/min outside {low:.0f}-{high:.0f}")]
+        if inside and event.device in self._heart_alarm:
+            self._heart_alarm.discard(event.device)
+            return [Change(event.device, IncidentKind.ABNORMAL_HEART_RATE, False, f"heart rate {rate:.0f}/min")]
+        return []
+
+    def position(self, device: str, point: LatLon, accuracy_m: float, post: Post | None, free: bool) -> list[Change]:
+        """Check a free guard against the geofence of their post (not while sent somewhere)."""
+        if post is None:
+            return []
+        distance = haversine_m(point, post.point())
+        if free and distance - accuracy_m > post.radius_m and device not in self._off_post:
+            self._off_post.add(device)
+            return [Change(device, IncidentKind.LEFT_POST, True, f"{distance:.0f} m from post (radius {post.radius_m:.0f} m)")]
+        if (distance + accuracy_m <= post.radius_m or not free) and device in self._off_post:
+            self._off_post.discard(device)
+            return [Change(device, IncidentKind.LEFT_POST, False, "back at post" if free else "sent on a job")]
+        return []
