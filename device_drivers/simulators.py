@@ -1,34 +1,60 @@
-"""Simulated site devices publishing their native payloads with paho: buttons, wearables, phones."""
+"""Simulated site devices publishing their native payloads with paho: buttons, wearables, phones — and the guards
+wearing them, who answer offers, walk to incidents, report arriving and resolving, and sometimes fall."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import json
 import logging
 import math
+import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
 from device_drivers import guardlink_wearable, owntracks, zigbee2mqtt
 from device_drivers.registry import driver
-from guardlink.geo import EARTH_RADIUS_M, LatLon
+from guardlink import topics
+from guardlink.geo import EARTH_RADIUS_M, LatLon, haversine_m
 from guardlink.siteconfig import BrokerUrl, Device, SiteConfig
 
 log = logging.getLogger(__name__)
 
 PRESSABLE = {"zigbee2mqtt", "guardlink_wearable"}
 WEARABLES = {"guardlink_wearable", "owntracks"}
+ARRIVED_M = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class GuardHabits:
+    """How simulated guards behave."""
+
+    accept: float = 0.75  # share of offers accepted
+    decline: float = 0.15  # share declined; the rest are ignored (the offer times out)
+    react_s: tuple[float, float] = (0.5, 2.5)
+    walk_speed_mps: float = 8.0  # faster than life, so a demo shows arrivals within seconds
+    false_alarm: float = 0.2
+    resolve_after_s: tuple[float, float] = (2.0, 5.0)
+    falls_every_s: float | None = 60.0  # mean time between a guard falling somewhere on site; None = never
+    cancel_prealarm: float = 0.3  # share of man-down pre-alarms the fallen guard cancels
 
 
 @dataclass(slots=True)
 class Walker:
-    """A guard's simulated position: a random walk that stays near the site."""
+    """A guard's simulated position: a random walk that stays near the site, or a walk to an incident."""
 
     point: LatLon
     heading: float
     accuracy_m: float = 10.0  # as last reported
+    target: LatLon | None = None
+    job: str | None = None  # escalation walked to
+    on_scene: bool = False
+    fallen_since: float | None = None
 
     def step(self, rng: random.Random, home: LatLon, metres: float, radius_m: float) -> None:
         """Walk `metres`, turning back towards home when beyond `radius_m`."""
@@ -38,30 +64,56 @@ class Walker:
         self.heading += rng.uniform(-0.6, 0.6)
         self.point = _moved(self.point, metres * math.cos(self.heading), metres * math.sin(self.heading))
 
+    def towards(self, metres: float) -> bool:
+        """Walk `metres` towards the target; True on arrival."""
+        assert self.target is not None
+        dn, de = _offset_m(self.point, self.target)
+        left = math.hypot(dn, de)
+        if left <= max(metres, ARRIVED_M):
+            self.point = self.target
+            return True
+        self.point = _moved(self.point, dn / left * metres, de / left * metres)
+        return False
+
+
+@dataclass(order=True, slots=True)
+class _Action:
+    at: float
+    order: int
+    run: Callable[[], None] = field(compare=False)
+
 
 class SiteSimulator:
-    """The devices of one site, simulated against a real broker."""
+    """The devices of one site, simulated against a real broker; with `habits`, the guards act too."""
 
-    def __init__(self, config: SiteConfig, broker: BrokerUrl, *, seed: int | None = None, radius_m: float = 250.0) -> None:
+    def __init__(
+        self, config: SiteConfig, broker: BrokerUrl, *, seed: int | None = None, radius_m: float = 250.0, habits: GuardHabits | None = None
+    ) -> None:
         self.config = config
         self.broker = broker
         self.rng = random.Random(seed)
         self.radius_m = radius_m
+        self.habits = habits
         self.home = config.site.location.point()
         self.walkers = {
             d.id: Walker(_moved(self.home, self.rng.uniform(-radius_m, radius_m), self.rng.uniform(-radius_m, radius_m)), 0.0)
             for d in config.devices
             if d.driver in WEARABLES
         }
+        self.wearable_of = {g.id: g.wearable for g in config.guards if g.wearable in self.walkers}
         self.pressable = [d for d in config.devices if d.driver in PRESSABLE]
         self.pressed: dict[str, float] = {}  # device -> time of its latest press, set before publishing
         self._seq: dict[str, int] = {}
         self._in_flight: list[mqtt.MQTTMessageInfo] = []
+        self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._agenda: list[_Action] = []
+        self._order = itertools.count()
         self._connected = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"guardlink-sim-{config.site.id}-{self.rng.getrandbits(32):08x}")
         if broker.username:
             self._client.username_pw_set(broker.username, broker.password)
-        self._client.on_connect = lambda client, userdata, flags, reason, props: self._connected.set() if not reason.is_failure else None
+        self._client.on_connect = self._on_connect
+        self._client.on_message = lambda client, userdata, message: self._inbox.put((message.topic, message.payload))
 
     def __enter__(self) -> SiteSimulator:
         self._client.connect(self.broker.host, self.broker.port, keepalive=30)
@@ -76,6 +128,14 @@ class SiteSimulator:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode, props: object) -> None:
+        if reason.is_failure:
+            return
+        if self.habits is not None:
+            site = self.config.site.id
+            client.subscribe([(topics.guard_offer(site, "+"), 1), (topics.guard_alert(site, "+"), 1)])
+        self._connected.set()
+
     def wait_published(self, timeout_s: float = 10.0) -> None:
         """Block until the broker has acknowledged everything published so far."""
         deadline = time.monotonic() + timeout_s
@@ -83,10 +143,18 @@ class SiteSimulator:
             info.wait_for_publish(max(0.0, deadline - time.monotonic()))
         self._in_flight.clear()
 
-    def report_positions(self, step_m: float = 4.0) -> None:
-        """Every wearable walks a step and reports where it is."""
+    # -- devices ---------------------------------------------------------------------------------
+
+    def report_positions(self, step_m: float = 4.0, elapsed_s: float = 1.0) -> None:
+        """Every wearable moves (a step of its random walk, or towards its incident) and reports where it is."""
         for device_id, walker in self.walkers.items():
-            walker.step(self.rng, self.home, step_m, self.radius_m)
+            if walker.fallen_since is not None or walker.on_scene:
+                pass  # lying down, or busy at the incident
+            elif walker.target is not None and self.habits is not None:
+                if walker.towards(self.habits.walk_speed_mps * elapsed_s):
+                    self._arrived(device_id, walker)
+            else:
+                walker.step(self.rng, self.home, step_m, self.radius_m)
             device = self.config.device(device_id)
             accuracy = walker.accuracy_m = round(self.rng.uniform(3, 12), 1)
             if device.driver == "owntracks":
@@ -94,6 +162,32 @@ class SiteSimulator:
             else:
                 payload = guardlink_wearable.position_payload(self._next_seq(device_id), walker.point, accuracy)
             self._publish(device, payload)
+
+    def report_motion(self) -> None:
+        """Every native wearable sends its one-second accelerometer summary (and now and then a heart rate)."""
+        for device_id, walker in self.walkers.items():
+            device = self.config.device(device_id)
+            if device.driver != "guardlink_wearable":
+                continue
+            if walker.fallen_since is not None:
+                payload = guardlink_wearable.motion_payload(self._next_seq(device_id), 0.97, 1.02, 85.0, True)
+            else:
+                payload = guardlink_wearable.motion_payload(
+                    self._next_seq(device_id), round(self.rng.uniform(0.7, 0.95), 2), round(self.rng.uniform(1.05, 1.6), 2),
+                    round(self.rng.uniform(3, 25)), False,
+                )
+            self._publish(device, payload)
+            if self.rng.random() < 0.2:
+                self._publish(device, guardlink_wearable.vitals_payload(self._next_seq(device_id), self.rng.randint(65, 105)))
+
+    def fall(self, device_id: str) -> None:
+        """The guard wearing `device_id` falls: free fall, impact, then lies still until helped."""
+        walker = self.walkers[device_id]
+        device = self.config.device(device_id)
+        walker.fallen_since, walker.target, walker.job = time.time(), None, None
+        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.12, 1.0, 40.0, False))
+        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.9, 3.6, 85.0, False))
+        log.info("event=simulated_fall device=%s", device_id)
 
     def press(self, device_id: str, action: str = "single") -> float:
         """Press the device's alarm button (a Zigbee button's action, or a wearable's SOS); returns the press time."""
@@ -112,6 +206,84 @@ class SiteSimulator:
         """Publish anything (for bad-input tests and fuzzing)."""
         self._client.publish(topic, payload, qos=1).wait_for_publish(10)
 
+    # -- guards ----------------------------------------------------------------------------------
+
+    def handle_messages(self) -> None:
+        """React to offers and pre-alarms received so far (decisions are taken after a reaction delay)."""
+        while True:
+            try:
+                topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            parts = topic.split("/")
+            guard, kind = parts[-2], parts[-1]
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                continue
+            if kind == "offer":
+                self._offered(guard, doc)
+            elif kind == "alert" and guard in self.wearable_of:
+                if self.rng.random() < self.habits.cancel_prealarm:
+                    self._later(self.rng.uniform(1, 4), lambda g=guard: self._get_up(g))
+
+    def _offered(self, guard: str, offer: dict) -> None:
+        device = self.wearable_of.get(guard)
+        if device is None:
+            return
+        walker = self.walkers[device]
+        if offer.get("state") == "withdrawn":
+            if walker.job == offer.get("escalation"):
+                walker.target, walker.job, walker.on_scene = None, None, False
+            return
+        if walker.fallen_since is not None:
+            return  # a guard on the ground answers nothing
+        roll = self.rng.random()
+        answer = "accept" if roll < self.habits.accept else "decline" if roll < self.habits.accept + self.habits.decline else None
+        if answer is None:
+            return  # ignored: the offer times out and goes to the next guard
+        location = offer.get("location")
+
+        def decide() -> None:
+            self._reply(guard, answer, offer["escalation"])
+            if answer == "accept":
+                walker.job = offer["escalation"]
+                walker.target = LatLon(location["lat"], location["lon"]) if location else self.home
+                walker.on_scene = False
+
+        self._later(self.rng.uniform(*self.habits.react_s), decide)
+
+    def _arrived(self, device_id: str, walker: Walker) -> None:
+        guard = next(g for g, d in self.wearable_of.items() if d == device_id)
+        job = walker.job
+        walker.on_scene, walker.target = True, None
+        self._reply(guard, "on_scene", job)
+        for other_id, other in self.walkers.items():
+            if other.fallen_since is not None and haversine_m(other.point, walker.point) <= 2 * ARRIVED_M:
+                other.fallen_since = None  # helped up
+
+        def finish() -> None:
+            if walker.job == job:
+                self._reply(guard, "false_alarm" if self.rng.random() < self.habits.false_alarm else "resolved", job)
+                walker.job, walker.on_scene = None, False
+
+        self._later(self.rng.uniform(*self.habits.resolve_after_s), finish)
+
+    def _get_up(self, guard: str) -> None:
+        walker = self.walkers[self.wearable_of[guard]]
+        if walker.fallen_since is not None:
+            walker.fallen_since = None
+            self._reply(guard, "cancel_prealarm", None)
+
+    def _reply(self, guard: str, answer: str, escalation: str | None) -> None:
+        doc = {"answer": answer} | ({"escalation": escalation} if escalation else {})
+        self._in_flight.append(self._client.publish(topics.guard_reply(self.config.site.id, guard), json.dumps(doc).encode(), qos=1))
+
+    def _later(self, delay_s: float, run: Callable[[], None]) -> None:
+        heapq.heappush(self._agenda, _Action(time.monotonic() + delay_s, next(self._order), run))
+
+    # -- the timeline ----------------------------------------------------------------------------
+
     def run(
         self,
         duration_s: float | None,
@@ -120,23 +292,34 @@ class SiteSimulator:
         positions_every_s: float = 1.0,
         stop: threading.Event | None = None,
     ) -> int:
-        """Walk guards and press a random button every `press_every_s` until the duration ends or `stop` is set."""
+        """Walk guards, send summaries, press a random alarm every `press_every_s`; until the duration ends or `stop`."""
         stop = stop or threading.Event()
         start = time.monotonic()
         next_press = start + min(press_every_s, 1.5)  # let positions arrive before the first press
         next_positions = start
+        falls = self.habits.falls_every_s if self.habits else None
+        next_fall = start + self.rng.expovariate(1 / falls) if falls else math.inf
         presses = 0
         while not stop.is_set() and (duration_s is None or time.monotonic() - start < duration_s):
             now = time.monotonic()
+            if self.habits is not None:
+                self.handle_messages()
+                while self._agenda and self._agenda[0].at <= now:
+                    heapq.heappop(self._agenda).run()
             if now >= next_positions:
-                self.report_positions()
+                self.report_positions(elapsed_s=positions_every_s)
+                self.report_motion()
                 next_positions += positions_every_s
             if now >= next_press and self.pressable:
-                device = self.rng.choice(self.pressable)
-                self.press(device.id)
+                self.press(self.rng.choice(self.pressable).id)
                 presses += 1
                 next_press += press_every_s * self.rng.uniform(0.6, 1.4)
-            stop.wait(max(0.0, min(next_positions, next_press) - time.monotonic()))
+            if now >= next_fall:
+                candidates = [d for d, w in self.walkers.items() if self.config.device(d).driver == "guardlink_wearable" and w.job is None]
+                if candidates:
+                    self.fall(self.rng.choice(candidates))
+                next_fall = now + self.rng.expovariate(1 / falls)
+            stop.wait(max(0.0, min(next_positions, next_press, 0.1 + now) - time.monotonic()))
         return presses
 
     def _publish(self, device: Device, payload: bytes) -> None:

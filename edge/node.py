@@ -19,6 +19,7 @@ from device_drivers.registry import driver
 from edge.dispatch import Dispatcher, Step
 from edge.guards import GuardBoard
 from edge.intake import Intake
+from edge.monitor import SiteMonitor
 from edge.rules import condition_incident, incident_for
 from edge.supervision import Change, Supervisor
 from edge.wearables import WearableWatch
@@ -93,6 +94,7 @@ class EdgeNode:
         self._status_topic = topics.edge_status(config.site.id)
         self._reply_filter = topics.guard_reply(config.site.id, "+")
         self._tasks: set[asyncio.Task[None]] = set()
+        self.monitor = SiteMonitor(self)  # /metrics and telemetry; last, as it reads the parts above
 
     def status(self) -> dict[str, object]:
         """Health and backlog, as reported to the police in the site's status heartbeat."""
@@ -117,6 +119,7 @@ class EdgeNode:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.uplink.run())
+                tasks.create_task(self.monitor.run())
                 tasks.create_task(self._tick())
                 tasks.create_task(
                     stay_connected(
@@ -159,6 +162,7 @@ class EdgeNode:
         steps: list[Step] = []
         incidents: list[Incident] = []
         for event in self.intake.decode(topic, payload, now):
+            self.monitor.event(event)
             steps += self._observe(event, now)
             wearer = self.board.wearer(event.device)
             incident = incident_for(

@@ -13,6 +13,7 @@ from guardlink.models import Event, IncidentKind
 from guardlink.siteconfig import Post, WearableRules
 
 HEART_RATE_HYSTERESIS = 5.0  # beats per minute back inside the band before the alarm clears
+SUMMARY_WINDOW_S = 1.0  # a motion summary describes the second before it (see device_drivers/guardlink_wearable.py)
 
 
 @dataclass(slots=True)
@@ -56,15 +57,23 @@ class WearableWatch:
             m.freefall_at = t
         if max_g > rules.impact_g and m.freefall_at is not None and t - m.freefall_at <= rules.impact_within_s:
             m.fallen_at = t
-        m.tilted_since = (m.tilted_since or t) if float(event.attrs["tilt_deg"]) >= rules.tilt_deg else None
+        if float(event.attrs["tilt_deg"]) < rules.tilt_deg:
+            m.tilted_since = None
+        elif m.tilted_since is None:
+            m.tilted_since = t
         if not event.attrs["still"]:
             m.still_since = None
-            m.fallen_at = None  # moving again after the fall: the guard is up
+            if m.fallen_at is not None and t > m.fallen_at:
+                m.fallen_at = None  # moving again after the fall: the guard is up
             return None
-        m.still_since = m.still_since or t
-        down_since = max(m.fallen_at or m.tilted_since or t, m.still_since)
-        if (m.fallen_at or m.tilted_since) and t - down_since >= rules.still_s:
-            m.cause = "fall, then no movement" if m.fallen_at else f"lying past {rules.tilt_deg:.0f} degrees, no movement"
+        if m.still_since is None:
+            m.still_since = t - SUMMARY_WINDOW_S
+        down = m.fallen_at if m.fallen_at is not None else m.tilted_since
+        if down is None:
+            return None
+        down_since = max(down, m.still_since)
+        if t - down_since >= rules.still_s:
+            m.cause = "fall, then no movement" if m.fallen_at is not None else f"lying past {rules.tilt_deg:.0f} degrees, no movement"
             m.prealarm_until = t + rules.prealarm_s
             return PreAlarmStarted(event.device, f"{m.cause} for {t - down_since:.0f} s", rules.prealarm_s)
         return None

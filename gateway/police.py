@@ -163,20 +163,18 @@ class PoliceWatcher:
 
 
 def describe(escalation: Escalation, latency_ms: float | None = None) -> str:
-    """One human line for a terminal: what, where, who was sent, how far, how fast."""
+    """One human line for a terminal: what, where, its status, and each guard's part."""
     inc = escalation.incident
     where = f" @ {inc.zone}" if inc.zone else ""
     if inc.location:
         where += f" ({inc.location.lat:.5f}, {inc.location.lon:.5f})"
-    if escalation.assignments:
-        a = escalation.assignments[0]
-        who = f"-> {a.name} ({a.guard}) {a.distance_m:.0f} m away"
-    else:
-        who = "-> NO GUARD AVAILABLE"
     raised = f" by guard {inc.raised_by_guard}" if inc.raised_by_guard else ""
+    guards = "; ".join(f"{a.name} ({a.guard}) {a.state.value.replace('_', ' ')} {a.distance_m:.0f} m" for a in escalation.assignments)
+    extra = f" — {inc.detail}" if inc.detail else ""
+    acknowledged = f" [acknowledged by {escalation.acknowledged_by}]" if escalation.acknowledged_by else ""
     latency = f"  [{latency_ms:.1f} ms]" if latency_ms is not None else ""
     stamp = escalation.issued_at.strftime("%H:%M:%S")
     return (
-        f"{stamp} {escalation.site.id} {inc.kind.value.upper()} ({inc.severity.value}) "
-        f"{inc.device}{raised}{where} {who} rev {escalation.revision}{latency}"
+        f"{stamp} {escalation.site.id} {inc.kind.value.upper()} ({inc.severity.value}) {inc.device}{raised}{where}{extra} "
+        f"rev {escalation.revision} {escalation.status.value.upper().replace('_', ' ')}{': ' + guards if guards else ''}{acknowledged}{latency}"
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from device_drivers.simulators import SiteSimulator
+from device_drivers.simulators import GuardHabits, SiteSimulator
 from edge.embedded_broker import embedded_broker
 from edge.node import EdgeNode
 from gateway.police import PoliceWatcher, describe
@@ -58,11 +58,11 @@ async def run_demo(
     presses = 0
     with tempfile.TemporaryDirectory(prefix="guardlink-demo-") as state_dir:
         async with embedded_broker() as broker:
-            simulator = SiteSimulator(config, broker, seed=seed)
+            simulator = SiteSimulator(config, broker, seed=seed, habits=GuardHabits())
 
             def show(escalation: Escalation) -> None:
                 received.append(escalation)
-                pressed_at = simulator.pressed.pop(escalation.incident.device, None)
+                pressed_at = simulator.pressed.pop(escalation.incident.device, None) if escalation.revision == 1 else None
                 latency_ms = (time.time() - pressed_at) * 1000 if pressed_at else None
                 if latency_ms is not None:
                     latencies.append(latency_ms)
@@ -87,7 +87,7 @@ async def run_demo(
                     presses = await asyncio.to_thread(simulate)
                 finally:
                     stop.set()  # on Ctrl-C too: the simulator thread must end
-                await _settle(lambda: len(received) >= presses, timeout_s=3.0)
+                await _settle(lambda: sum(e.revision == 1 for e in received) >= presses, timeout_s=3.0)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -108,7 +108,12 @@ async def _settle(done: Callable[[], bool], timeout_s: float) -> None:
 
 
 def _summary(presses: int, received: list[Escalation], latencies: list[float], node: EdgeNode) -> str:
-    text = f"summary: {presses} presses, {len(received)} escalations at the police, {node.intake.rejections.total} payloads rejected"
+    incidents = sum(e.revision == 1 for e in received)
+    resolved = sum(e.status.final for e in received)
+    text = (
+        f"summary: {presses} presses, {incidents} incidents and {len(received)} revisions at the police "
+        f"({resolved} resolved or closed), {node.intake.rejections.total} payloads rejected"
+    )
     if latencies:
         text += f", press->police latency p50 {statistics.median(latencies):.1f} ms, max {max(latencies):.1f} ms"
     return text

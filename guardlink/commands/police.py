@@ -1,9 +1,10 @@
-"""`guardlink police watch`: the escalation stream and site liveness, as the police see them."""
+"""`guardlink police watch` and `police command`: the escalation stream and site liveness as the police see them, and commands back."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 
@@ -19,6 +20,46 @@ def register(commands: argparse._SubParsersAction) -> None:
     watch.add_argument("--site", default="+", help="only this site (default: all)")
     watch.add_argument("--json", action="store_true", help="one escalation document per line")
     watch.set_defaults(run=watch_stream)
+
+    command = police_commands.add_parser("command", help="send a command to a site about one of its escalations")
+    command.add_argument("--broker", type=broker_url, required=True, help="police broker mqtt://host:port")
+    command.add_argument("--district", required=True, help="the site's district")
+    command.add_argument("--site", required=True, help="the site id")
+    command.add_argument("escalation", help="escalation id")
+    command.add_argument("action", choices=["acknowledge", "more-guards", "close"], help="what to do")
+    command.add_argument("--count", type=int, default=1, help="more-guards: how many more (default 1)")
+    command.add_argument("--by", default=os.environ.get("USER") or "police", help="officer or desk (default: $USER)")
+    command.set_defaults(run=send_command)
+
+
+def send_command(args: argparse.Namespace) -> int:
+    import paho.mqtt.client as mqtt
+    from pydantic import ValidationError
+
+    from guardlink import topics
+    from guardlink.models import CommandKind, PoliceCommand
+
+    try:
+        doc = PoliceCommand(command=CommandKind(args.action.replace("-", "_")), escalation=args.escalation, by=args.by, count=args.count)
+    except ValidationError as exc:
+        print(f"invalid command: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    if args.broker.username:
+        client.username_pw_set(args.broker.username, args.broker.password)
+    client.connect(args.broker.host, args.broker.port)
+    client.loop_start()
+    try:
+        info = client.publish(topics.police_commands(args.district, args.site), doc.model_dump_json().encode(), qos=1)
+        info.wait_for_publish(10)
+        if not info.is_published():
+            print(f"the police broker {args.broker} did not acknowledge the command", file=sys.stderr)
+            return 1
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    print(f"sent {doc.command.value} for {doc.escalation} to {args.district}/{args.site}", file=sys.stderr)
+    return 0
 
 
 def watch_stream(args: argparse.Namespace) -> int:
