@@ -81,6 +81,23 @@ class Dispatcher:
         self.jobs[draft.id] = job
         return Step(job.escalation, self._offers(job.escalation, offered))
 
+    def adopt(self, escalation: Escalation, now: float) -> None:
+        """Take back an escalation that was open when the edge stopped: its offers get a fresh timeout."""
+        incident = escalation.incident
+        needs = self.config.needs(incident.kind.value)
+        target = LatLon(incident.location.lat, incident.location.lon) if incident.location else self.config.site.location.point()
+        excluded = {a.guard for a in escalation.assignments if a.state in (AssignmentState.DECLINED, AssignmentState.TIMED_OUT)}
+        if incident.raised_by_guard and needs.exclude_reporter:
+            excluded.add(incident.raised_by_guard)
+        active = [a for a in escalation.assignments if a.state in ACTIVE and a.guard in self.board.guards]
+        job = Job(escalation, needs, target, excluded, extra=max(0, len(active) - needs.guards))
+        state_of = {AssignmentState.OFFERED: GuardState.OFFERED, AssignmentState.ASSIGNED: GuardState.ASSIGNED, AssignmentState.ON_SCENE: GuardState.ON_SCENE}
+        for a in active:
+            self.board.set_state(a.guard, state_of[a.state], escalation.id)
+            if a.state is AssignmentState.OFFERED:
+                job.deadlines[a.guard] = now + self.config.dispatch.offer_timeout_s
+        self.jobs[escalation.id] = job
+
     def answer(self, guard: str, answer: Answer, escalation_id: str | None, now: float) -> Step | None:
         """A guard's reply from the wearable; None when it does not fit (logged)."""
         job = self.jobs.get(escalation_id or "")

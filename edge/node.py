@@ -20,7 +20,7 @@ from edge.dispatch import Dispatcher, Step
 from edge.guards import GuardBoard
 from edge.intake import Intake
 from edge.monitor import SiteMonitor
-from edge.rules import condition_incident, incident_for
+from edge.rules import CONDITIONS, condition_incident, incident_for
 from edge.supervision import Change, Supervisor
 from edge.wearables import WearableWatch
 from gateway.connection import Client, stay_connected
@@ -44,6 +44,10 @@ from guardlink.models import (
 from guardlink.siteconfig import BrokerUrl, SiteConfig
 
 log = logging.getLogger(__name__)
+
+
+RESUME_WITHIN_S = 24 * 3600  # escalations older than this are not picked up again after a restart
+RETAIN_DELIVERED_S = 7 * 24 * 3600  # delivered revisions stay in the outbox this long, for the record
 
 
 def _status(state: str) -> bytes:
@@ -115,6 +119,7 @@ class EdgeNode:
             site.id, len(self.config.devices), len(self.config.guards), self.site_broker, self.uplink.broker, self.outbox.path,
         )
         await self.outbox.open()
+        await self._resume()
         will = aiomqtt.Will(self._status_topic, _status("offline"), qos=1, retain=True)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -129,6 +134,23 @@ class EdgeNode:
                 )
         finally:
             await self.outbox.close()
+
+    async def _resume(self) -> None:
+        """Pick up what was open when the edge stopped: offers run again, conditions wait to clear."""
+        now = self.clock()
+        pruned = await self.outbox.prune(now - RETAIN_DELIVERED_S)
+        resumed = 0
+        for escalation in await self.outbox.latest_revisions(now - RESUME_WITHIN_S):
+            if escalation.status.final:
+                continue
+            resumed += 1
+            self.dispatcher.adopt(escalation, now)
+            device, kind = escalation.incident.device, escalation.incident.kind
+            if kind in CONDITIONS:
+                self._open_conditions[(device, kind)] = escalation.id
+                self.supervisor.reopen(device, kind)
+                self.wearables.reopen(device, kind)
+        log.info("event=edge_resumed open_escalations=%d pruned_delivered=%d", resumed, pruned)
 
     # -- the site broker -------------------------------------------------------------------------
 

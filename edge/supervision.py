@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from guardlink.models import Event, EventKind, IncidentKind
 
 BATTERY_HYSTERESIS = 5.0  # percent above the threshold before low battery counts as cleared
+# Sensor states that are conditions: raised while the sensor says so, resolved when it stops.
+SENSOR_CONDITIONS = {EventKind.WATER_LEAK: IncidentKind.WATER_LEAK, EventKind.SMOKE: IncidentKind.SMOKE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,7 @@ class _Watched:
     last_seen: float
     offline: bool = False
     battery_low: bool = False
+    sensing: frozenset[IncidentKind] = frozenset()  # sensor conditions now raised
 
 
 class Supervisor:
@@ -44,7 +47,8 @@ class Supervisor:
         if event.kind is EventKind.AVAILABILITY and event.online is False:
             if not watched.offline:
                 watched.offline = True
-                changes.append(Change(event.device, IncidentKind.DEVICE_OFFLINE, True, "announced offline (Last Will)"))
+                detail = event.attrs.get("detail") or ("its bridge went offline" if event.attrs.get("via") == "bridge" else "announced offline (Last Will)")
+                changes.append(Change(event.device, IncidentKind.DEVICE_OFFLINE, True, str(detail)))
             return changes
         silent_s = event.at - watched.last_seen
         watched.last_seen = max(watched.last_seen, event.at)
@@ -58,7 +62,22 @@ class Supervisor:
             elif watched.battery_low and event.battery >= self.low_battery_percent + BATTERY_HYSTERESIS:
                 watched.battery_low = False
                 changes.append(Change(event.device, IncidentKind.LOW_BATTERY, False, f"battery {event.battery:.0f}%"))
+        condition = SENSOR_CONDITIONS.get(event.kind)
+        active = bool(event.attrs.get("active"))
+        if condition is not None and active != (condition in watched.sensing):
+            watched.sensing = watched.sensing | {condition} if active else watched.sensing - {condition}
+            changes.append(Change(event.device, condition, active, f"{event.kind.value.replace('_', ' ')} {'detected' if active else 'cleared'}"))
         return changes
+
+    def reopen(self, device: str, kind: IncidentKind) -> None:
+        """A condition was still open when the edge stopped: its clearing must still be noticed."""
+        watched = self.devices.get(device)
+        if watched is not None and kind is IncidentKind.DEVICE_OFFLINE:
+            watched.offline = True
+        elif watched is not None and kind is IncidentKind.LOW_BATTERY:
+            watched.battery_low = True
+        elif watched is not None and kind in SENSOR_CONDITIONS.values():
+            watched.sensing |= {kind}
 
     def overdue(self, now: float) -> list[Change]:
         """Devices silent for `missed` heartbeat intervals, newly offline."""

@@ -111,6 +111,13 @@ class WearableWatch:
             return [Change(event.device, IncidentKind.ABNORMAL_HEART_RATE, False, f"heart rate {rate:.0f}/min")]
         return []
 
+    def reopen(self, device: str, kind: IncidentKind) -> None:
+        """A condition was still open when the edge stopped: its clearing must still be noticed."""
+        if kind is IncidentKind.ABNORMAL_HEART_RATE:
+            self._heart_alarm.add(device)
+        elif kind is IncidentKind.LEFT_POST:
+            self._off_post.add(device)
+
     def position(self, device: str, point: LatLon, accuracy_m: float, post: Post | None, free: bool) -> list[Change]:
         """Check a free guard against the geofence of their post (not while sent somewhere)."""
         if post is None:

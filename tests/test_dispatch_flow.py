@@ -138,3 +138,24 @@ async def test_simulated_guards_carry_an_incident_to_its_end(school, mosquitto, 
             await run
     statuses = [e.status.value for e in revisions(police)]
     assert statuses[:4] == ["dispatched", "assigned", "on_scene", "resolved"]
+
+
+async def test_an_edge_restart_keeps_open_offers_going(school, mosquitto, recorder, tmp_path):
+    police = recorder(mosquitto, topics.police_escalations_filter())
+    offers = recorder(mosquitto, topics.guard_offer(SITE, "+"))
+    with SiteSimulator(school, mosquitto, seed=9) as sim:
+        async with running_edge(school, mosquitto, mosquitto, tmp_path / "outbox.db") as node:
+            await asyncio.to_thread(sim.report_positions)
+            await wait_until(lambda: all(s.point for s in node.board.guards.values()), what="positions")
+            await asyncio.to_thread(sim.press, "btn-yard")
+            await wait_until(lambda: police.payloads() and offers.messages, what="the offer")
+        # The edge stopped with the offer open; a new edge on the same outbox takes it back.
+        guard = offers.messages[0][0].split("/")[-2]
+        eid = revisions(police)[0].id
+        async with running_edge(school, mosquitto, mosquitto, tmp_path / "outbox.db") as node:
+            assert node.board.guards[guard].state.value == "offered"
+            await reply(sim, guard, "accept", eid)
+            await wait_until(lambda: len(police.payloads()) >= 2, what="the accepted revision")
+    accepted = revisions(police)[-1]
+    assert (accepted.id, accepted.revision, accepted.status.value) == (eid, 2, "assigned")
+    assert {a.guard: a.state.value for a in accepted.assignments} == {guard: "assigned"}
