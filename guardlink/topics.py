@@ -25,6 +25,11 @@ def device_config(site: str, device: str) -> str:
     return f"{ROOT}/{site}/devices/{device}/config"
 
 
+def device_config_applied(site: str, device: str) -> str:
+    """Where a device reports the configuration version it applied, or why it refused one."""
+    return f"{ROOT}/{site}/devices/{device}/config/applied"
+
+
 def device_availability(site: str, device: str) -> str:
     """online/offline of a device as the edge sees it."""
     return f"{ROOT}/{site}/devices/{device}/availability"

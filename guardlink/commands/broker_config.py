@@ -1,0 +1,42 @@
+"""`guardlink broker-config SITE --out DIR`: mosquitto configuration, passwords and ACL for a site."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from guardlink.commands import load_checked_site
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    cmd = commands.add_parser("broker-config", help="generate a locked-down mosquitto configuration for a site")
+    cmd.add_argument("site", type=Path, help="site file")
+    cmd.add_argument("--out", type=Path, required=True, help="directory for mosquitto.conf, passwd, acl, credentials.txt")
+    cmd.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    cmd.add_argument("--port", type=int, default=1883, help="plain MQTT port (default 1883)")
+    cmd.add_argument("--tls-ca", type=Path, help="CA certificate: with --tls-cert and --tls-key adds a TLS listener")
+    cmd.add_argument("--tls-cert", type=Path, help="server certificate")
+    cmd.add_argument("--tls-key", type=Path, help="server private key")
+    cmd.add_argument("--tls-port", type=int, default=8883, help="TLS port (default 8883)")
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.broker_access import DURABILITY_CONF, Tls, write_broker_config
+
+    config = load_checked_site(args.site)
+    tls_parts = [args.tls_ca, args.tls_cert, args.tls_key]
+    if any(tls_parts) and not all(tls_parts):
+        print("guardlink broker-config: a TLS listener needs --tls-ca, --tls-cert and --tls-key together", file=sys.stderr)
+        return 2
+    missing = [str(p) for p in tls_parts if p and not p.is_file()]
+    if missing:
+        print(f"guardlink broker-config: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    tls = Tls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_port) if all(tls_parts) else None
+    passwords = write_broker_config(config, args.out, bind=args.bind, port=args.port, durability=DURABILITY_CONF.read_text(), tls=tls)
+    print(f"wrote {args.out}/mosquitto.conf, passwd, acl and credentials.txt for {len(passwords)} accounts", file=sys.stderr)
+    print(f"start the broker:  mosquitto -c {args.out.resolve()}/mosquitto.conf", file=sys.stderr)
+    print(f"run the edge with: guardlink edge --config {args.site} --broker mqtt://edge:PASSWORD@HOST:{args.port}  (PASSWORD from credentials.txt)", file=sys.stderr)
+    return 0
