@@ -18,7 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/guardlink demo
 
-## test: installs the servers tests run against (mosquitto), then runs the whole suite
+## test: installs the servers tests run against (mosquitto, victoria-metrics), then runs the whole suite
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 

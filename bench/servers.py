@@ -1,4 +1,4 @@
-"""Real servers on free loopback ports for benchmarks and tests: mosquitto, always stopped afterwards."""
+"""Real servers on free loopback ports for benchmarks and tests: mosquitto and VictoriaMetrics, always stopped afterwards."""
 
 from __future__ import annotations
 
@@ -7,22 +7,27 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edge.broker_access import DURABILITY_CONF
 from edge.embedded_broker import free_tcp_port
 from guardlink.siteconfig import BrokerUrl
 
-DURABILITY_CONF = Path(__file__).resolve().parent.parent / "firmware_configs" / "mosquitto" / "conf.d" / "durability.conf"
+
+
+def installed(name: str, *places: str) -> str:
+    """Path of a server's binary (Debian package `name`); RuntimeError saying how to install it when missing."""
+    found = shutil.which(name) or next((p for p in places if Path(p).exists()), None)
+    if not found:
+        raise RuntimeError(f"{name} is not installed: run `make test` (it installs it) or `apt-get install {name}`")
+    return found
 
 
 def mosquitto_binary() -> str:
     """Path of the mosquitto binary; RuntimeError saying how to install it when missing."""
-    found = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
-    if not found:
-        raise RuntimeError("mosquitto is not installed: run `make test` (it installs it) or `apt-get install mosquitto`")
-    return found
+    return installed("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
 @contextmanager
@@ -32,13 +37,11 @@ def running_mosquitto(workdir: Path, port: int | None = None, *, durable: bool =
     `durable` uses the site configuration guardlink ships (firmware_configs/mosquitto/conf.d/durability.conf)
     with its database in `workdir`, so a broker restarted on the same workdir keeps sessions and queues.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    attempts = 3 if port is None else 1
-    for attempt in range(attempts):
-        port = port if attempts == 1 else free_tcp_port()
+
+    def command(port: int) -> list[str]:
         conf = workdir / f"mosquitto-{port}.conf"
-        log_path = workdir / f"mosquitto-{port}.log"
-        settings = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        # set_tcp_nodelay as firmware_configs/mosquitto/site.conf: Nagle would hold a press behind a flood for 40 ms
+        settings = f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
         if os.geteuid() == 0:
             settings += "user root\n"  # else mosquitto drops to its own user, which cannot enter private tmp dirs
         if durable:
@@ -46,16 +49,53 @@ def running_mosquitto(workdir: Path, port: int | None = None, *, durable: bool =
         else:
             settings += "persistence false\nmax_queued_messages 0\n"
         conf.write_text(settings)
+        return [mosquitto_binary(), "-c", str(conf)]
+
+    with _serving("mosquitto", command, workdir, port) as bound:
+        yield BrokerUrl(host="127.0.0.1", port=bound)
+
+
+@contextmanager
+def running_victoria_metrics(workdir: Path, port: int | None = None) -> Iterator[str]:
+    """VictoriaMetrics on `port` (a free loopback port when None) with its data in `workdir`; yields its base URL.
+
+    It takes the InfluxDB v2 write API (`/api/v2/write`) and gives back what it stored at `/api/v1/export`.
+    Restarted on the same workdir and port, it has the data written before. Always stopped afterwards.
+    """
+
+    def command(port: int) -> list[str]:
+        return [
+            installed("victoria-metrics", "/usr/bin/victoria-metrics"),
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={workdir / f'victoria-metrics-{port}'}",
+            "-retentionPeriod=100y",  # tests may write points with old timestamps
+            "-search.latencyOffset=0s",  # queries see points at once, not after 30 s
+            "-loggerLevel=ERROR",
+        ]
+
+    with _serving("victoria-metrics", command, workdir, port) as bound:
+        yield f"http://127.0.0.1:{bound}"
+
+
+@contextmanager
+def _serving(name: str, command: Callable[[int], list[str]], workdir: Path, port: int | None) -> Iterator[int]:
+    """Run `command(port)` until it listens on the loopback port; another free port if it was taken meanwhile."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    attempts = 3 if port is None else 1
+    for attempt in range(attempts):
+        port = port if attempts == 1 else free_tcp_port()
+        log_path = workdir / f"{name}-{port}.log"
+        args = command(port)
         with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             if _wait_listening(proc, port, timeout_s=10):
-                yield BrokerUrl(host="127.0.0.1", port=port)
+                yield port
                 return
         finally:
             stop_process(proc)
         if attempt == attempts - 1:
-            raise RuntimeError(f"mosquitto did not start: {log_path.read_text(errors='replace')}")
+            raise RuntimeError(f"{name} did not start: {log_path.read_text(errors='replace')}")
 
 
 def stop_process(proc: subprocess.Popen) -> None:

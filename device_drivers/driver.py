@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from device_drivers.payload import PayloadError
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device
 
+Decode = Callable[[bytes, Device, float], list[Event]]  # (payload, device, now) -> events; raises PayloadError
+# A topic several configured devices share (a bridge's state, an NVR's event stream, a multi-input module):
+# (payload, the devices on it, now) -> events for whichever of them the message concerns.
+DecodeShared = Callable[[bytes, Sequence[Device], float], list[Event]]
+
 
 def _no_availability(site: str, device_id: str, topic: str) -> None:
     return None
+
+
+def _no_shared_topics(topic: str) -> dict[str, DecodeShared]:
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,31 +30,83 @@ class Driver:
 
     name: str
     summary: str
-    watch: Callable[[str], tuple[str, ...]]  # site id -> topic filters the family's devices publish under
+    watch: Callable[[str], tuple[str, ...]]  # site id -> topic filters the family's devices publish under (exact topics need none)
     default_topic: Callable[[str, str], str]  # (site id, device id) -> the device's topic when the config has none
-    decode: Callable[[bytes, Device, float], list[Event]]  # (payload, device, now) -> events; raises PayloadError
+    decode: Decode  # a message on the device's own topic
     heartbeat_s: float  # a healthy device of this family is heard from at least this often
     # (site id, device id, device topic) -> where the family announces online/offline (Last Will), if it does
     availability_topic: Callable[[str, str, str], str | None] = _no_availability
+    # device topic -> topics it shares with other devices of the family, and how to read them
+    shared_topics: Callable[[str], dict[str, DecodeShared]] = _no_shared_topics
+    # A message on the device's own topic may concern several configured devices (inputs of one module).
+    decode_own_shared: DecodeShared | None = None
+    sequenced: bool = False  # messages carry `seq` (and `boot`): the intake drops replays (see edge/replay.py)
 
     def topic_for(self, site: str, device: Device) -> str:
         """The topic this device publishes on."""
         return device.topic or self.default_topic(site, device.id)
 
+    def routes(self, site: str, device: Device) -> dict[str, DecodeShared]:
+        """Every topic the device is heard on, with how a message there is read for the devices sharing it."""
+        topic = self.topic_for(site, device)
+        routes = {topic: self.decode_own_shared or one_device(self.decode)}
+        availability = self.availability_topic(site, device.id, topic)
+        if availability:
+            routes[availability] = each_device(decode_availability)
+        return routes | self.shared_topics(topic)
 
-AVAILABILITY_STATES = {"online": True, "offline": False}
+
+def one_device(decode: Decode) -> DecodeShared:
+    """A device's own topic: the message concerns that one device."""
+    return lambda payload, devices, now: decode(payload, devices[0], now)
+
+
+def each_device(decode: Decode) -> DecodeShared:
+    """A topic whose message concerns every device on it alike (a bridge going offline takes its devices with it)."""
+
+    def fan_out(payload: bytes, devices: Sequence[Device], now: float) -> list[Event]:
+        events = decode(payload, devices[0], now)
+        return events + [replace(e, device=d.id, attrs=dict(e.attrs)) for d in devices[1:] for e in events]
+
+    return fan_out
+
+
+AVAILABILITY_STATES = {"online": True, "offline": False, "true": True, "false": False}
 
 
 def decode_availability(payload: bytes, device: Device, now: float) -> list[Event]:
-    """`online` / `offline`, plain or as {"state": ...} (Zigbee2MQTT's two formats; guardlink firmware uses plain)."""
+    """`online` / `offline` (any case), plain or as {"state": ...}, or Shelly's `true` / `false`."""
     if len(payload) > 256:
         raise PayloadError("too_large", f"{len(payload)} bytes for an availability message")
     text = payload.decode("utf-8", errors="replace").strip()
     if text.startswith("{"):
         try:
             text = json.loads(text).get("state", "")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise PayloadError("malformed_json", "availability is neither online/offline nor {\"state\": ...}") from None
-    if text not in AVAILABILITY_STATES:
+    online = AVAILABILITY_STATES.get(text.lower()) if isinstance(text, str) else None
+    if online is None:
         raise PayloadError("unknown_state", f"availability {str(text)[:32]!r} is not online or offline")
-    return [Event(EventKind.AVAILABILITY, device.id, now, online=AVAILABILITY_STATES[text])]
+    return [Event(EventKind.AVAILABILITY, device.id, now, online=online)]
+
+
+# Button actions in guardlink's words; each family's driver translates its own vocabulary into these, and the
+# site file says per device which of them are panic, duress (silent) or test presses.
+ACTIONS = frozenset({"single", "double", "triple", "quadruple", "many", "hold", "release", "long", "long_release", "press"})
+
+
+def press(device: Device, action: str, now: float, **attrs: object) -> Event:
+    """A button press as the site configured that device: duress before panic (a silent alarm stays silent), then test."""
+    kind = (
+        EventKind.DURESS if action in device.duress_actions
+        else EventKind.PANIC if action in device.panic_actions
+        else EventKind.TEST if action in device.test_actions
+        else EventKind.BUTTON
+    )
+    location = device.location.point() if device.location else None
+    return Event(kind, device.id, now, location=location, action=action, attrs=dict(attrs))
+
+
+def on_channel(devices: Sequence[Device], channel: int, default: int) -> Device | None:
+    """The configured device wired to input `channel` of a multi-input module."""
+    return next((d for d in devices if (d.channel if d.channel is not None else default) == channel), None)

@@ -12,8 +12,9 @@ Every message is a JSON object with a sequence number and a type:
 angle of the wearer's torso from upright, whether it moved); the firmware sends one every second.
 `vitals` carries the heart rate in beats per minute.
 
-`seq` counts up from 0 per boot (0..2^32-1); `ts` (optional) is the device's epoch time in seconds.
-The firmware reports at least every 30 s and sets its MQTT Last Will to `offline` (retained) on
+Every message carries the native envelope (device_drivers/native.py): `seq` from 0 per boot, `boot` (a
+boot counter, recommended) and `ts` (optional); the edge drops replays. The firmware reports at least
+every 30 s and sets its MQTT Last Will to `offline` (retained) on
 `guardlink/<site>/devices/<device>/availability`, publishing `online` there after connecting.
 """
 
@@ -22,7 +23,8 @@ from __future__ import annotations
 import json
 
 from device_drivers.driver import Driver
-from device_drivers.payload import PayloadError, integer, json_object, number, text
+from device_drivers.native import envelope, stamped
+from device_drivers.payload import PayloadError, flag, json_object, number, text
 from guardlink import topics
 from guardlink.geo import LatLon
 from guardlink.models import Event, EventKind
@@ -34,9 +36,7 @@ PRESSES = {"short": EventKind.SOS, "long": EventKind.DURESS}
 def decode(payload: bytes, device: Device, now: float) -> list[Event]:
     """Decode one wearable report."""
     doc = json_object(payload)
-    seq = integer(doc, "seq", 0, 2**32 - 1, required=True)
-    kind = text(doc, "type", required=True)
-    attrs: dict[str, object] = {"seq": seq}
+    kind, attrs = envelope(doc, now)
     if kind == "position":
         point = LatLon(number(doc, "lat", -90, 90, required=True), number(doc, "lon", -180, 180, required=True))
         accuracy = number(doc, "acc", 0, 100_000)
@@ -49,9 +49,7 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
     if kind == "battery":
         return [Event(EventKind.DEVICE_STATUS, device.id, now, battery=number(doc, "battery", 0, 100, required=True), attrs=attrs)]
     if kind == "motion":
-        still = doc.get("still")
-        if not isinstance(still, bool):
-            raise PayloadError("wrong_type", f"'still' must be true or false, got {type(still).__name__}")
+        still = flag(doc, "still", required=True)
         attrs |= {
             "min_g": number(doc, "min_g", 0, 64, required=True),
             "max_g": number(doc, "max_g", 0, 64, required=True),
@@ -65,24 +63,30 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
     raise PayloadError("unknown_type", f"message type {kind!r} is not one of position, sos, battery, motion, vitals")
 
 
-def position_payload(seq: int, point: LatLon, accuracy_m: float) -> bytes:
+def position_payload(seq: int, point: LatLon, accuracy_m: float, boot: int | None = None) -> bytes:
     """A position report as the firmware sends it."""
-    return json.dumps({"seq": seq, "type": "position", "lat": point.lat, "lon": point.lon, "acc": accuracy_m}).encode()
+    return json.dumps(stamped({"type": "position", "lat": point.lat, "lon": point.lon, "acc": accuracy_m}, seq, boot)).encode()
 
 
-def motion_payload(seq: int, min_g: float, max_g: float, tilt_deg: float, still: bool) -> bytes:
+def motion_payload(seq: int, min_g: float, max_g: float, tilt_deg: float, still: bool, boot: int | None = None) -> bytes:
     """An accelerometer summary as the firmware sends it every second."""
-    return json.dumps({"seq": seq, "type": "motion", "min_g": min_g, "max_g": max_g, "tilt_deg": tilt_deg, "still": still}).encode()
+    doc = {"type": "motion", "min_g": min_g, "max_g": max_g, "tilt_deg": tilt_deg, "still": still}
+    return json.dumps(stamped(doc, seq, boot)).encode()
 
 
-def vitals_payload(seq: int, heart_rate: float) -> bytes:
+def vitals_payload(seq: int, heart_rate: float, boot: int | None = None) -> bytes:
     """A heart-rate reading as the firmware sends it."""
-    return json.dumps({"seq": seq, "type": "vitals", "hr": heart_rate}).encode()
+    return json.dumps(stamped({"type": "vitals", "hr": heart_rate}, seq, boot)).encode()
 
 
-def sos_payload(seq: int, press: str = "short") -> bytes:
+def battery_payload(seq: int, battery: float, boot: int | None = None) -> bytes:
+    """A battery report as the firmware sends it."""
+    return json.dumps(stamped({"type": "battery", "battery": battery}, seq, boot)).encode()
+
+
+def sos_payload(seq: int, press: str = "short", boot: int | None = None) -> bytes:
     """An SOS press as the firmware sends it."""
-    return json.dumps({"seq": seq, "type": "sos", "press": press}).encode()
+    return json.dumps(stamped({"type": "sos", "press": press}, seq, boot)).encode()
 
 
 DRIVER = Driver(
@@ -93,4 +97,5 @@ DRIVER = Driver(
     decode=decode,
     heartbeat_s=30.0,  # the firmware reports its position every 30 s or sooner
     availability_topic=lambda site, device, topic: topics.device_availability(site, device),
+    sequenced=True,
 )

@@ -8,6 +8,10 @@ from typing import Any
 
 MAX_PAYLOAD_BYTES = 16 * 1024  # devices send a few hundred bytes; anything near this is broken or hostile
 MAX_JSON_DEPTH = 8
+# Device clocks (NTP-synced firmware, phones, an NVR) may run a little ahead; a report older than an hour is a
+# replay or a device that buffered it so long it no longer describes the present.
+MAX_CLOCK_AHEAD_S = 300.0
+MAX_REPORT_AGE_S = 3600.0
 
 
 class PayloadError(ValueError):
@@ -31,7 +35,8 @@ def json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str,
         raise PayloadError("too_deep", "nesting too deep to parse") from None
     if not isinstance(doc, dict):
         raise PayloadError("not_an_object", f"expected a JSON object, got {type(doc).__name__}")
-    if _depth(doc) > MAX_JSON_DEPTH:
+    # Nesting needs brackets: a payload with few of them cannot be too deep, and counting bytes is cheap.
+    if payload.count(b"[") + payload.count(b"{") > MAX_JSON_DEPTH and _depth(doc) > MAX_JSON_DEPTH:
         raise PayloadError("too_deep", f"nesting deeper than {MAX_JSON_DEPTH}")
     return doc
 
@@ -71,6 +76,54 @@ def text(doc: dict[str, Any], key: str, *, required: bool = False, max_len: int 
         raise PayloadError("wrong_type", f"{key!r} must be a string, got {type(value).__name__}")
     if len(value) > max_len:
         raise PayloadError("out_of_range", f"{key!r} longer than {max_len} characters")
+    return value
+
+
+def flag(doc: dict[str, Any], key: str, *, required: bool = False) -> bool | None:
+    """A true/false field; None when absent and optional."""
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise PayloadError("missing_field", f"{key!r} is required")
+        return None
+    if not isinstance(value, bool):
+        raise PayloadError("wrong_type", f"{key!r} must be true or false, got {type(value).__name__}")
+    return value
+
+
+def obj(doc: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any] | None:
+    """A nested JSON object field; None when absent and optional."""
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise PayloadError("missing_field", f"{key!r} is required")
+        return None
+    if not isinstance(value, dict):
+        raise PayloadError("wrong_type", f"{key!r} must be an object, got {type(value).__name__}")
+    return value
+
+
+def texts(doc: dict[str, Any], key: str, *, max_items: int = 32, max_len: int = 64) -> list[str]:
+    """A list of short strings; [] when absent."""
+    value = doc.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PayloadError("wrong_type", f"{key!r} must be a list of strings")
+    if len(value) > max_items or any(len(item) > max_len for item in value):
+        raise PayloadError("out_of_range", f"{key!r} has more than {max_items} items or one longer than {max_len} characters")
+    return value
+
+
+def timestamp(doc: dict[str, Any], key: str, now: float, *, required: bool = False) -> float | None:
+    """An epoch-seconds field that must lie near `now`: at most 5 min ahead, at most 1 h behind."""
+    value = number(doc, key, 0, 2**34, required=required)
+    if value is None:
+        return None
+    if value > now + MAX_CLOCK_AHEAD_S:
+        raise PayloadError("future_timestamp", f"{key!r}={value:.0f} is {value - now:.0f} s ahead of the edge's clock")
+    if value < now - MAX_REPORT_AGE_S:
+        raise PayloadError("stale_timestamp", f"{key!r}={value:.0f} is {now - value:.0f} s old (limit {MAX_REPORT_AGE_S:.0f} s)")
     return value
 
 

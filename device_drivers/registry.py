@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from device_drivers import guardlink_wearable, owntracks, zigbee2mqtt
+from device_drivers import frigate, guardlink_button, guardlink_wearable, owntracks, shelly, tasmota, zigbee2mqtt
 from device_drivers.driver import Driver
 
-DRIVERS: dict[str, Driver] = {d.name: d for d in (zigbee2mqtt.DRIVER, guardlink_wearable.DRIVER, owntracks.DRIVER)}
+DRIVERS: dict[str, Driver] = {
+    d.name: d
+    for d in (
+        zigbee2mqtt.DRIVER,
+        shelly.GEN1,
+        shelly.GEN2,
+        tasmota.DRIVER,
+        owntracks.DRIVER,
+        frigate.DRIVER,
+        guardlink_button.DRIVER,
+        guardlink_wearable.DRIVER,
+    )
+}
 
 
 def driver(name: str) -> Driver:

@@ -1,5 +1,6 @@
-"""Simulated site devices publishing their native payloads with paho: buttons, wearables, phones — and the guards
-wearing them, who answer offers, walk to incidents, report arriving and resolving, and sometimes fall."""
+"""Simulated site devices publishing their native payloads with paho — every family guardlink speaks: buttons
+(Zigbee2MQTT, Shelly Gen1 and Gen2, Tasmota, native), sensors, Frigate cameras, wearables and phones — and the
+guards wearing them, who answer offers, walk to incidents, report arriving and resolving, and sometimes fall."""
 
 from __future__ import annotations
 
@@ -17,17 +18,22 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from device_drivers import guardlink_wearable, owntracks, zigbee2mqtt
-from device_drivers.registry import driver
+from device_drivers import frigate, guardlink_button, guardlink_wearable, owntracks, shelly, tasmota, zigbee2mqtt
+from device_drivers.registry import DRIVERS, driver
 from guardlink import topics
 from guardlink.geo import EARTH_RADIUS_M, LatLon, haversine_m
 from guardlink.siteconfig import BrokerUrl, Device, SiteConfig
 
 log = logging.getLogger(__name__)
 
-PRESSABLE = {"zigbee2mqtt", "guardlink_wearable"}
 WEARABLES = {"guardlink_wearable", "owntracks"}
 ARRIVED_M = 10.0
+# How each button family says a guardlink action (single, double, triple, hold, long ...) on the wire.
+SHELLY_GEN1 = {"single": "S", "double": "SS", "triple": "SSS", "hold": "L", "long": "L"}
+SHELLY_RPC = {"single": "single_push", "double": "double_push", "triple": "triple_push", "hold": "long_push", "long": "long_push"}
+TASMOTA = {"single": "SINGLE", "double": "DOUBLE", "triple": "TRIPLE", "quadruple": "QUAD", "many": "PENTA", "hold": "HOLD", "long": "HOLD"}
+PRESSABLE = {"zigbee2mqtt", "shelly", "shelly_rpc", "tasmota", "guardlink_button", "guardlink_wearable"}
+SIMULATED_FAMILIES = tuple(sorted(DRIVERS))  # generated devices cycle through these
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,8 @@ class SiteSimulator:
         self.wearable_of = {g.id: g.wearable for g in config.guards if g.wearable in self.walkers}
         self.pressable = [d for d in config.devices if d.driver in PRESSABLE]
         self.pressed: dict[str, float] = {}  # device -> time of its latest press, set before publishing
+        self.sent = 0  # messages published
+        self.boot = time.time_ns() // 1_000_000  # native devices' boot counter: a new simulator is a new boot
         self._seq: dict[str, int] = {}
         self._in_flight: list[mqtt.MQTTMessageInfo] = []
         self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
@@ -160,7 +168,7 @@ class SiteSimulator:
             if device.driver == "owntracks":
                 payload = owntracks.location_payload(walker.point, accuracy, time.time(), battery=self.rng.randint(20, 100))
             else:
-                payload = guardlink_wearable.position_payload(self._next_seq(device_id), walker.point, accuracy)
+                payload = guardlink_wearable.position_payload(self._next_seq(device_id), walker.point, accuracy, self.boot)
             self._publish(device, payload)
 
     def report_motion(self) -> None:
@@ -170,41 +178,96 @@ class SiteSimulator:
             if device.driver != "guardlink_wearable":
                 continue
             if walker.fallen_since is not None:
-                payload = guardlink_wearable.motion_payload(self._next_seq(device_id), 0.97, 1.02, 85.0, True)
+                payload = guardlink_wearable.motion_payload(self._next_seq(device_id), 0.97, 1.02, 85.0, True, self.boot)
             else:
-                payload = guardlink_wearable.motion_payload(
-                    self._next_seq(device_id), round(self.rng.uniform(0.7, 0.95), 2), round(self.rng.uniform(1.05, 1.6), 2),
-                    round(self.rng.uniform(3, 25)), False,
-                )
+                payload = self._motion(device_id)
             self._publish(device, payload)
             if self.rng.random() < 0.2:
-                self._publish(device, guardlink_wearable.vitals_payload(self._next_seq(device_id), self.rng.randint(65, 105)))
+                self._publish(device, guardlink_wearable.vitals_payload(self._next_seq(device_id), self.rng.randint(65, 105), self.boot))
+
+    def _motion(self, device_id: str) -> bytes:
+        return guardlink_wearable.motion_payload(
+            self._next_seq(device_id), round(self.rng.uniform(0.7, 0.95), 2), round(self.rng.uniform(1.05, 1.6), 2),
+            round(self.rng.uniform(3, 25)), False, self.boot,
+        )
 
     def fall(self, device_id: str) -> None:
         """The guard wearing `device_id` falls: free fall, impact, then lies still until helped."""
         walker = self.walkers[device_id]
         device = self.config.device(device_id)
         walker.fallen_since, walker.target, walker.job = time.time(), None, None
-        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.12, 1.0, 40.0, False))
-        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.9, 3.6, 85.0, False))
+        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.12, 1.0, 40.0, False, self.boot))
+        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.9, 3.6, 85.0, False, self.boot))
         log.info("event=simulated_fall device=%s", device_id)
 
     def press(self, device_id: str, action: str = "single") -> float:
-        """Press the device's alarm button (a Zigbee button's action, or a wearable's SOS); returns the press time."""
+        """Press the device's button with a guardlink action (single, double, triple, hold, long); a wearable's
+        `long` is its silent SOS. Returns the press time."""
         device = self.config.device(device_id)
         if device is None or device.driver not in PRESSABLE:
             raise ValueError(f"{device_id!r} is not a button or wearable of site {self.config.site.id}")
+        topic = self._topic(device)
         if device.driver == "zigbee2mqtt":
             payload = zigbee2mqtt.button_payload(action, battery=self.rng.randint(40, 100), linkquality=self.rng.randint(60, 255))
+        elif device.driver == "shelly":
+            payload = shelly.gen1_payload(SHELLY_GEN1[action], self._next_seq(device_id))
+        elif device.driver == "shelly_rpc":
+            prefix = topic.removesuffix("/events/rpc")
+            payload = shelly.rpc_payload(prefix, device.channel or 0, SHELLY_RPC[action], time.time())
+        elif device.driver == "tasmota":
+            payload = tasmota.result_payload(device.channel or 1, TASMOTA[action])
+        elif device.driver == "guardlink_button":
+            payload = guardlink_button.press_payload(self._next_seq(device_id), action, self.boot)
         else:
-            payload = guardlink_wearable.sos_payload(self._next_seq(device_id), "long" if action == "long" else "short")
+            payload = guardlink_wearable.sos_payload(self._next_seq(device_id), "long" if action == "long" else "short", self.boot)
         pressed_at = self.pressed[device_id] = time.time()
-        self._publish(device, payload)
+        self._send(topic, payload)
         return pressed_at
 
-    def publish_raw(self, topic: str, payload: bytes) -> None:
+    def detect(self, device_id: str, zone: str = "yard", label: str = "person") -> float:
+        """A Frigate camera sees `label` walk into `zone`; returns the time it was published."""
+        device = self.config.device(device_id)
+        if device is None or device.driver != "frigate":
+            raise ValueError(f"{device_id!r} is not a Frigate camera of site {self.config.site.id}")
+        topic = self._topic(device)
+        camera, now = frigate.camera_of(device), time.time()
+        event_id = f"{now:.6f}-{self.rng.getrandbits(24):06x}"
+        self._send(f"{topic.rsplit('/', 2)[0]}/events", frigate.event_payload("new", camera, label, 0.6, [], [], event_id, now))
+        self._send(f"{topic.rsplit('/', 2)[0]}/events", frigate.event_payload("update", camera, label, 0.88, [], [zone], event_id, now))
+        self.pressed[device_id] = now
+        return now
+
+    def report(self, device: Device) -> None:
+        """One message of the device's everyday traffic (status, telemetry, a sensor or motion state, a position)."""
+        self._send(*self.routine(device))
+
+    def routine(self, device: Device) -> tuple[str, bytes]:
+        """The topic and payload of one everyday message of `device`; each gives the edge exactly one event."""
+        topic, rng = self._topic(device), self.rng
+        battery, now = rng.randint(40, 100), time.time()
+        if device.driver == "zigbee2mqtt":
+            return topic, json.dumps({"battery": battery, "linkquality": rng.randint(30, 255)}).encode()
+        if device.driver == "shelly":
+            return shelly.battery_topic(topic), str(battery).encode()
+        if device.driver == "shelly_rpc":
+            return topic, shelly.rpc_status_payload(topic.removesuffix("/events/rpc"), battery, now)
+        if device.driver == "tasmota":
+            return tasmota.telemetry_topic(topic), tasmota.state_payload(rng.randint(60, 10**6), rng.randint(30, 100))
+        if device.driver == "frigate":
+            return topic, rng.choice((b"ON", b"OFF"))
+        if device.driver == "guardlink_button":
+            return topic, guardlink_button.status_payload(self._next_seq(device.id), battery, rng.randint(-90, -40), self.boot)
+        walker = self.walkers.get(device.id)
+        point = walker.point if walker else self.home
+        if device.driver == "owntracks":
+            return topic, owntracks.location_payload(point, rng.uniform(3, 12), now)
+        if rng.random() < 0.5:
+            return topic, self._motion(device.id)
+        return topic, guardlink_wearable.position_payload(self._next_seq(device.id), point, round(rng.uniform(3, 12), 1), self.boot)
+
+    def publish_raw(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish anything (for bad-input tests and fuzzing)."""
-        self._client.publish(topic, payload, qos=1).wait_for_publish(10)
+        self._client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
     # -- guards ----------------------------------------------------------------------------------
 
@@ -322,14 +385,59 @@ class SiteSimulator:
             stop.wait(max(0.0, min(next_positions, next_press, 0.1 + now) - time.monotonic()))
         return presses
 
+    def run_load(self, duration_s: float | None, rate_per_s: float, *, press_every_s: float | None = None,
+                 stop: threading.Event | None = None) -> tuple[int, int]:
+        """Every device's everyday traffic, `rate_per_s` messages a second in all (devices in turn), with an alarm
+        press every `press_every_s` (None: none); until the duration ends or `stop`. Returns (messages, presses)."""
+        stop = stop or threading.Event()
+        devices = itertools.cycle(self.config.devices)
+        start = time.monotonic()
+        next_press = start + press_every_s if press_every_s and self.pressable else math.inf
+        sent = presses = 0
+        while not stop.is_set() and (duration_s is None or time.monotonic() - start < duration_s):
+            now = time.monotonic()
+            due = int((now - start) * rate_per_s) + 1 - sent  # catch up in batches: the pace holds at any rate
+            for _ in range(max(0, due)):
+                self.report(next(devices))
+                sent += 1
+            if now >= next_press:
+                self.press(self.rng.choice(self.pressable).id)
+                presses += 1
+                next_press += press_every_s
+            stop.wait(max(0.0, min(start + (sent + 1) / rate_per_s, next_press) - time.monotonic()))
+        return sent, presses
+
+    def _topic(self, device: Device) -> str:
+        return driver(device.driver).topic_for(self.config.site.id, device)
+
     def _publish(self, device: Device, payload: bytes) -> None:
-        topic = driver(device.driver).topic_for(self.config.site.id, device)
-        self._in_flight = [i for i in self._in_flight if not i.is_published()]
+        self._send(self._topic(device), payload)
+
+    def _send(self, topic: str, payload: bytes) -> None:
+        if len(self._in_flight) > 1000:
+            self._in_flight = [i for i in self._in_flight if not i.is_published()]
         self._in_flight.append(self._client.publish(topic, payload, qos=1))
+        self.sent += 1
 
     def _next_seq(self, device_id: str) -> int:
         self._seq[device_id] = self._seq.get(device_id, -1) + 1
         return self._seq[device_id]
+
+
+def with_simulated_devices(config: SiteConfig, count: int, families: tuple[str, ...] = SIMULATED_FAMILIES) -> SiteConfig:
+    """The site with devices added until it has `count`: `sim-<n>` of each family in turn, placed around the site.
+
+    The same config and count always give the same devices, so an edge started on the written-out site knows them.
+    """
+    home = config.site.location.point()
+    added = []
+    for n in range(max(0, count - len(config.devices))):
+        family = families[n % len(families)]
+        angle, radius = n * 2.399963, 20 + (n % 50) * 4  # a golden-angle spiral: spread out, reproducible
+        point = _moved(home, radius * math.cos(angle), radius * math.sin(angle))
+        located = {"location": {"lat": point.lat, "lon": point.lon}} if family not in WEARABLES else {}
+        added.append(Device.model_validate({"id": f"sim-{n}", "driver": family, **located}))
+    return config.model_copy(update={"devices": [*config.devices, *added]})
 
 
 def _offset_m(origin: LatLon, point: LatLon) -> tuple[float, float]:

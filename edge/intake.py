@@ -1,23 +1,42 @@
-"""Intake: route each site-broker message to its device's driver; reject and count what is bad."""
+"""Intake: route each site-broker message to its device's driver; reject and count what is bad.
+
+What the intake drops, each counted per device (or shared topic) and reason, and logged at most once per
+10 s per device and reason:
+- messages on topics no configured device uses (`unknown_device`, one counter for all of them);
+- payloads a driver rejects (`too_large`, `malformed_json`, `wrong_type`, `out_of_range`, `stale_timestamp` ...);
+- native devices' replays (`replayed_seq`, `replayed_boot`; see edge/replay.py);
+- alarms in retained messages (`retained_alarm`): a broker hands those out on every subscription, so they
+  tell of a press in the past, never of one now;
+- a device's messages beyond its token bucket (`rate_limited`; 50 a second, bursts of 500; a shared topic
+  gets that per device on it). Alarms are never rate-limited: a message over the budget is still read when
+  it is small enough to be a press (4 KiB), and kept when it holds one. A flooding device therefore costs
+  the edge one bucket check and, for small payloads, one parse per message, and a press from any other
+  device waits behind nothing more.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from paho.mqtt.client import topic_matches_sub
 
-from device_drivers.driver import decode_availability
+from device_drivers.driver import DecodeShared
 from device_drivers.payload import PayloadError
 from device_drivers.registry import driver
+from edge.ratelimit import TokenBucket
+from edge.replay import ReplayGuard
+from edge.rules import ALARM_EVENTS
 from guardlink.models import Event
 from guardlink.siteconfig import Device, SiteConfig
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_DEVICE = "(unknown)"  # one counter for every unconfigured sender, so hostile topics cannot grow the table
+RATE_PER_S = 50.0  # far above any real device (a wearable sends ~3 a second), far below a flood
+BURST = 500.0
+ALARM_PROBE_BYTES = 4096  # over its budget, a message this small is still read in case it is an alarm
 
 
 class Rejections:
@@ -46,46 +65,76 @@ class Rejections:
             self._last_logged[key] = (now, self.counts[key])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
-    """Which device a topic belongs to, and how to read it."""
+    """Which devices a topic belongs to, how to read it, and how much of it the edge takes."""
 
-    device: Device
+    label: str  # the device, or the topic when several devices share it: what rejections are counted under
+    devices: tuple[Device, ...]
+    decode: DecodeShared
     driver_name: str
-    decode: Callable[[bytes, Device, float], list[Event]]
+    sequenced: bool
+    bucket: TokenBucket
 
 
 class Intake:
     """Knows which topic belongs to which configured device and decodes it with that device's driver."""
 
-    def __init__(self, config: SiteConfig) -> None:
+    def __init__(self, config: SiteConfig, *, rate_per_s: float = RATE_PER_S, burst: float = BURST, now: float = 0.0) -> None:
         self.rejections = Rejections()
-        self.routes: dict[str, Route] = {}
-        filters: set[str] = set()
+        self.replays = ReplayGuard()
+        self.messages = 0  # messages that gave events
+        self.events = 0
         site = config.site.id
+        found: dict[str, tuple[DecodeShared, str, bool, list[Device]]] = {}
+        filters: set[str] = set()
         for device in config.devices:
             drv = driver(device.driver)
-            topic = drv.topic_for(site, device)
-            self.routes[topic] = Route(device, drv.name, drv.decode)
-            availability = drv.availability_topic(site, device.id, topic)
-            if availability:
-                self.routes[availability] = Route(device, drv.name, decode_availability)
+            for topic, decode in drv.routes(site, device).items():
+                found.setdefault(topic, (decode, drv.name, drv.sequenced, []))[3].append(device)
             filters.update(drv.watch(site))
-        # Devices whose configured topic lies outside their family's usual filter are subscribed exactly.
+        self.routes: dict[str, Route] = {}
+        for topic, (decode, name, sequenced, devices) in found.items():
+            label = devices[0].id if len(devices) == 1 else topic
+            bucket = TokenBucket.full(rate_per_s * len(devices), burst * len(devices), now)
+            self.routes[topic] = Route(label, tuple(devices), decode, name, sequenced, bucket)
+        # Topics outside their family's usual filters are subscribed exactly.
         filters.update(t for t in self.routes if not any(topic_matches_sub(f, t) for f in filters))
         self.filters = sorted(filters)
 
-    def decode(self, topic: str, payload: bytes, now: float) -> list[Event]:
-        """Events in one message; [] (counted and logged) when the sender is unknown or the payload bad."""
+    def decode(self, topic: str, payload: bytes, now: float, *, retained: bool = False) -> list[Event]:
+        """Events in one message; [] (counted and logged) when the sender is unknown, the payload bad or unwanted."""
         route = self.routes.get(topic)
         if route is None:
             self.rejections.record(UNKNOWN_DEVICE, "unknown_device", f"topic {topic!r}", now)
             return []
+        within_budget = route.bucket.take(now)
+        if not within_budget and len(payload) > ALARM_PROBE_BYTES:
+            self.rejections.record(route.label, "rate_limited", f"over {route.bucket.rate_per_s:.0f} messages/s", now)
+            return []
         try:
-            return route.decode(payload, route.device, now)
+            events = route.decode(payload, route.devices, now)
         except PayloadError as exc:
-            self.rejections.record(route.device.id, exc.reason, exc.detail, now)
+            self.rejections.record(route.label, exc.reason, exc.detail, now)
+            return []
         except Exception as exc:  # a decoder bug must not take the edge down with it
-            log.exception("event=decoder_failed device=%s driver=%s", route.device.id, route.driver_name)
-            self.rejections.record(route.device.id, "decoder_error", repr(exc), now)
-        return []
+            log.exception("event=decoder_failed device=%s driver=%s", route.label, route.driver_name)
+            self.rejections.record(route.label, "decoder_error", repr(exc), now)
+            return []
+        if not events:
+            return events
+        if not within_budget and not any(e.kind in ALARM_EVENTS for e in events):
+            self.rejections.record(route.label, "rate_limited", f"over {route.bucket.rate_per_s:.0f} messages/s", now)
+            return []
+        if route.sequenced:
+            first = events[0]
+            replay = self.replays.check(first.device, first.attrs["seq"], first.attrs.get("boot"), now)
+            if replay is not None:
+                self.rejections.record(route.label, replay, f"seq {first.attrs['seq']} boot {first.attrs.get('boot')}", now)
+                return []
+        if retained and any(e.kind in ALARM_EVENTS for e in events):
+            self.rejections.record(route.label, "retained_alarm", "an alarm in a retained message is a past one", now)
+            events = [e for e in events if e.kind not in ALARM_EVENTS]
+        self.messages += 1
+        self.events += len(events)
+        return events

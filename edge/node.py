@@ -7,8 +7,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
@@ -20,7 +21,7 @@ from edge.dispatch import Dispatcher, Step
 from edge.guards import GuardBoard
 from edge.intake import Intake
 from edge.monitor import SiteMonitor
-from edge.rules import CONDITIONS, condition_incident, incident_for
+from edge.rules import ALARM_EVENTS, CONDITIONS, condition_incident, incident_for
 from edge.supervision import Change, Supervisor
 from edge.wearables import WearableWatch
 from gateway.connection import Client, stay_connected
@@ -163,40 +164,55 @@ class EdgeNode:
         self.ready.set()
         log.info("event=edge_ready site=%s subscriptions=%s", self.config.site.id, ",".join(self.intake.filters))
         try:
-            async for message in client.messages:
-                # One task per message: each starts in arrival order, so sequence numbers follow arrival,
-                # and the outbox commits whatever arrives together in one fsync.
-                task = asyncio.create_task(self._process(client, message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            async for batch in client.batches():
+                # Each message is evaluated here, in arrival order, so sequence numbers follow arrival; what must
+                # be stored first continues in a task of its own, so the outbox commits whatever arrives together
+                # in one fsync. Everything else (positions, statuses, floods) is acknowledged at once.
+                for message in batch:
+                    work = self._process(client, message)
+                    if work is not None:
+                        self._spawn(work)
         finally:
             self.site_connected = False
             self._site_client = None
 
-    async def _process(self, client: Client, message: aiomqtt.Message) -> None:
+    def _process(self, client: Client, message: aiomqtt.Message) -> Coroutine[Any, Any, None] | None:
+        """Evaluate one site message; returns what must still be stored before it is acknowledged, if anything."""
         now = self.clock()
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         topic = message.topic.value
-        if topic_matches_sub(self._reply_filter, topic):
+        if topic not in self.intake.routes and topic_matches_sub(self._reply_filter, topic):
             step = self._guard_reply(topic.split("/")[-2], payload, now)
-            await self._carry_out([step] if step else [], ack=lambda: client.ack(message))
-            return
+            return self._carry_out([step] if step else [], ack=lambda: client.ack(message))
         steps: list[Step] = []
         incidents: list[Incident] = []
-        for event in self.intake.decode(topic, payload, now):
+        for event in self.intake.decode(topic, payload, now, retained=message.retain):
             self.monitor.event(event)
             steps += self._observe(event, now)
+            if event.kind not in ALARM_EVENTS:
+                continue  # only alarms raise incidents
             wearer = self.board.wearer(event.device)
             incident = incident_for(
                 event, self.config.device(event.device), wearer.guard.id if wearer else None, wearer.point if wearer else None
             )
             if incident is not None:
                 incidents.append(incident)
+        if not steps and not incidents:
+            client.ack(message)
+            return None
         source = f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}" if incidents else None
-        if source and getattr(message, "dup", False) and await self.outbox.seen_source(source):
+        if source and getattr(message, "dup", False):
+            return self._redelivered(client, message, steps, incidents, source, now)
+        steps += [self.dispatcher.open(incident, now) for incident in incidents]
+        return self._carry_out(steps, ack=lambda: client.ack(message), source=source)
+
+    async def _redelivered(
+        self, client: Client, message: aiomqtt.Message, steps: list[Step], incidents: list[Incident], source: str, now: float
+    ) -> None:
+        if await self.outbox.seen_source(source):
             # A redelivered press that was stored before a crash: already escalated, do not raise it twice.
             self.redeliveries_skipped += 1
-            log.info("event=redelivery_skipped topic=%s mid=%d", topic, message.mid)
+            log.info("event=redelivery_skipped topic=%s mid=%d", message.topic.value, message.mid)
             incidents = []
         steps += [self.dispatcher.open(incident, now) for incident in incidents]
         await self._carry_out(steps, ack=lambda: client.ack(message), source=source)

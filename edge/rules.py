@@ -19,19 +19,36 @@ ALARMS: dict[EventKind, tuple[IncidentKind, Severity]] = {
     EventKind.DURESS: (IncidentKind.DURESS, Severity.CRITICAL),
     EventKind.SOS: (IncidentKind.SOS, Severity.CRITICAL),
     EventKind.TAMPER: (IncidentKind.TAMPER, Severity.WARNING),  # someone opened or pulled off a device: send a guard
+    EventKind.TEST: (IncidentKind.TEST, Severity.INFO),  # reaches the police marked as a test; nobody is sent
 }
+
+# What a camera saw entering a zone: people and vehicles are intruders; animals and objects are not incidents.
+DETECTIONS: dict[str, tuple[IncidentKind, Severity]] = {
+    label: (IncidentKind.INTRUSION, Severity.WARNING)
+    for label in ("person", "car", "truck", "bus", "motorcycle", "bicycle", "boat")
+}
+
+# Events that can raise an incident; the intake never rate-limits these away.
+ALARM_EVENTS = frozenset(ALARMS) | {EventKind.DETECTION}
 
 CONDITIONS: dict[IncidentKind, Severity] = {
     IncidentKind.DEVICE_OFFLINE: Severity.WARNING,
     IncidentKind.LOW_BATTERY: Severity.INFO,
     IncidentKind.ABNORMAL_HEART_RATE: Severity.CRITICAL,
     IncidentKind.LEFT_POST: Severity.WARNING,
+    IncidentKind.WATER_LEAK: Severity.WARNING,
+    IncidentKind.SMOKE: Severity.CRITICAL,
 }
 
 
 def incident_for(event: Event, device: Device, raised_by_guard: str | None, last_known: LatLon | None) -> Incident | None:
     """The incident an event raises, or None; `last_known` places devices that report no position."""
-    alarm = ALARMS.get(event.kind)
+    detail = None
+    if event.kind is EventKind.DETECTION:
+        alarm = DETECTIONS.get(str(event.attrs.get("label")))
+        detail = f"{event.attrs.get('label')} entered {', '.join(map(str, event.attrs.get('zones') or ()))} (camera {event.attrs.get('camera')})"
+    else:
+        alarm = ALARMS.get(event.kind)
     if alarm is None:
         return None
     kind, severity = alarm
@@ -45,6 +62,7 @@ def incident_for(event: Event, device: Device, raised_by_guard: str | None, last
         raised_by_guard=raised_by_guard,
         device_seq=event.attrs.get("seq"),
         detected_at=iso(event.at),
+        detail=detail,
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiomqtt
@@ -15,22 +16,76 @@ from guardlink.siteconfig import BrokerUrl
 log = logging.getLogger(__name__)
 
 
+class _BufferedSocket:
+    """paho reads each packet's header a byte at a time, one recv() each: here one recv() takes what the kernel
+    holds and the rest is handed out from memory. `pending()` (what aiomqtt asks of TLS sockets) makes aiomqtt
+    read every buffered packet in the same wake-up."""
+
+    def __init__(self, sock: Any) -> None:  # noqa: ANN401
+        self._sock = sock
+        self._buffer = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._at >= len(self._buffer):
+            data = self._sock.recv(65536)
+            if not data:
+                return data  # the broker closed the connection
+            self._buffer, self._at = data, 0
+        chunk = self._buffer[self._at : self._at + size]
+        self._at += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        return len(self._buffer) - self._at + (self._sock.pending() if hasattr(self._sock, "pending") else 0)
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        return getattr(self._sock, name)
+
+
 class Client(aiomqtt.Client):
     """aiomqtt's client with what at-least-once intake needs and aiomqtt 2 does not expose.
 
     - `manual_ack=True`: a QoS 1 message is acknowledged only when `ack(message)` is called, after it
       has been handled durably; until then the broker keeps it and redelivers it after a crash.
     - `message.dup` tells a redelivered message (the broker resends unacknowledged ones with DUP set).
+    - Throughput: incoming packets are read from a buffer (one recv() per wake-up, not several per packet),
+      `batches()` hands out everything read in one wake-up, and its acknowledgements leave in one write.
     """
 
     def __init__(self, *args: Any, manual_ack: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client.manual_ack_set(manual_ack)
+        self._acks: list[int] = []
 
     def ack(self, message: aiomqtt.Message) -> None:
-        """Acknowledge a message received with manual_ack (no-op for QoS 0)."""
-        if message.qos > 0:
+        """Acknowledge a message received with manual_ack (no-op for QoS 0); the acknowledgements of one turn of
+        the event loop (a batch of messages) go out together right after it."""
+        if message.qos == 1:
+            if not self._acks:
+                self._loop.call_soon(self._send_acks)
+            self._acks.append(message.mid)
+        elif message.qos > 1:
             self._client.ack(message.mid, message.qos)
+
+    async def batches(self) -> AsyncIterator[list[aiomqtt.Message]]:
+        """Messages as they arrive, each with whatever else has arrived by then: one wake-up per batch."""
+        async for message in self.messages:
+            batch = [message]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            yield batch
+
+    def _send_acks(self) -> None:
+        mids, self._acks = self._acks, []
+        if self._client.is_connected():
+            # PUBACKs in one packet write (MQTT 3.1.1 and 5: 0x40, remaining length 2, packet id), as paho's ack() does one by one.
+            packet = b"".join(struct.pack("!BBH", mqtt.PUBACK, 2, mid) for mid in mids)
+            self._client._packet_queue(mqtt.PUBACK, packet, 0, 0)  # noqa: SLF001
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:  # noqa: ANN401
+        client._sock = _BufferedSocket(sock)  # noqa: SLF001 - before aiomqtt registers the reader
+        super()._on_socket_open(client, userdata, client._sock)  # noqa: SLF001
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:  # noqa: ANN401
         converted = aiomqtt.Message._from_paho_message(message)  # noqa: SLF001

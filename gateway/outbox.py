@@ -51,6 +51,7 @@ class Pending:
     source: str | None = None  # identity of the device message it came from, to spot broker redeliveries
     on_disk: bool = False
     settled: bool = False  # the write was attempted: on disk, or held in memory because the disk failed
+    settled_at: float | None = None
     written: asyncio.Future[bool] | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +69,9 @@ class Outbox:
         self.health = "not open"
         self.expired = 0
         self.changed = asyncio.Event()  # set whenever a revision becomes deliverable
+        # Observers (metrics, telemetry): told of newly stored revisions, and of delivered ones with the time of PUBACK.
+        self.on_stored: Callable[[list[Pending]], None] | None = None
+        self.on_delivered: Callable[[list[Pending], float], None] | None = None
         self._pending: deque[Pending] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
@@ -79,6 +83,19 @@ class Outbox:
         if not await self._connect():
             # Without the database the last sequence is unknown: continue from the clock so numbers keep rising.
             self._next_sequence = max(self._next_sequence, int(self.clock() * 1000))
+
+    async def latest_revisions(self, since: float) -> list[Escalation]:
+        """The latest stored revision of every escalation stored since `since`, in sequence order (to resume after a restart)."""
+        if self._db is None:
+            return []
+        rows = await self._run(self._latest_sync, since)
+        return [Escalation.from_json(doc) for (doc,) in rows]
+
+    async def prune(self, delivered_before: float) -> int:
+        """Delete revisions delivered before this time; returns how many. Undelivered ones are never deleted."""
+        if self._db is None:
+            return 0
+        return await self._run(self._prune_sync, delivered_before)
 
     async def close(self) -> None:
         """Finish queued writes, then close the database."""
@@ -134,16 +151,21 @@ class Outbox:
                 return
             if self._db is None:
                 await self._connect()
+                unsettled = [p for p in self._pending if not p.settled]  # revisions appended while connecting
             # Everything not yet on disk goes in one transaction: new revisions and any held in memory.
             batch = [p for p in self._pending if not p.on_disk]
             ok = self._db is not None and await self._run(self._insert_sync, batch)
+            settled_at = self.clock()
             for p in batch:
                 p.on_disk = ok
                 p.settled = True
             self.changed.set()  # wake the uplink first: the police hear before anything else is done
             for p in unsettled:
+                p.settled_at = settled_at
                 if p.written is not None and not p.written.done():
                     p.written.set_result(p.on_disk)
+            if self.on_stored is not None:  # after what is already scheduled: the police and the acks come first
+                asyncio.get_running_loop().call_soon(self.on_stored, unsettled)
 
     # -- the delivery side -----------------------------------------------------------------------
 
@@ -162,6 +184,8 @@ class Outbox:
     def delivered(self, batch: Iterable[Pending]) -> None:
         """The police broker acknowledged these revisions."""
         done = set(map(id, batch))
+        if self.on_delivered is not None:
+            asyncio.get_running_loop().call_soon(self.on_delivered, [p for p in self._pending if id(p) in done], self.clock())
         sequences = [p.escalation.sequence for p in self._pending if id(p) in done and p.on_disk]
         self._pending = deque(p for p in self._pending if id(p) not in done)
         if sequences and self._db is not None:
@@ -218,6 +242,21 @@ class Outbox:
                 self._db.executemany(f"UPDATE outbox SET {column} = ? WHERE sequence = ?", [(at, s) for s in sequences])
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot mark revisions {column} in {self.path}: {exc}")
+
+    def _latest_sync(self, since: float) -> list[tuple[bytes]]:
+        return self._db.execute(
+            "SELECT o.document FROM outbox o JOIN (SELECT id, MAX(revision) AS revision FROM outbox WHERE stored_at >= ? GROUP BY id) last"
+            " ON o.id = last.id AND o.revision = last.revision ORDER BY o.sequence",
+            (since,),
+        ).fetchall()
+
+    def _prune_sync(self, delivered_before: float) -> int:
+        try:
+            with self._db:
+                return self._db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (delivered_before,)).rowcount
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot prune {self.path}: {exc}")
+            return 0
 
     def _seen_source_sync(self, source: str, since: float) -> bool:
         try:

@@ -27,6 +27,12 @@ class EventKind(StrEnum):
     AVAILABILITY = "availability"  # the device (or its bridge) says it is online or offline
     MOTION = "motion"  # a wearable's accelerometer summary (attrs: min_g, max_g, tilt_deg, still)
     VITALS = "vitals"  # a wearable's heart rate (attrs: heart_rate)
+    TEST = "test"  # a test press: the chain to the police is checked, nobody is sent
+    CONTACT = "contact"  # a door/window contact's state (attrs: open)
+    OCCUPANCY = "occupancy"  # a motion/presence sensor's state (attrs: occupied)
+    WATER_LEAK = "water_leak"  # a leak sensor's state (attrs: active); a condition raised and cleared
+    SMOKE = "smoke"  # a smoke detector's state (attrs: active); a condition raised and cleared
+    DETECTION = "detection"  # a camera/NVR saw an object enter a zone (attrs: label, score, zones, camera)
 
 
 class Severity(StrEnum):
@@ -49,6 +55,10 @@ class IncidentKind(StrEnum):
     MAN_DOWN = "man_down"  # a guard fell, or lies tilted, and did not move nor cancel the pre-alarm
     ABNORMAL_HEART_RATE = "abnormal_heart_rate"
     LEFT_POST = "left_post"  # an available guard is outside the geofence of their post
+    TEST = "test"  # a test press: reported to the police as a test, nobody is sent
+    WATER_LEAK = "water_leak"
+    SMOKE = "smoke"
+    INTRUSION = "intrusion"  # a person or vehicle entered a watched zone (cameras)
 
 
 class EscalationStatus(StrEnum):

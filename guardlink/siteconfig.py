@@ -111,6 +111,12 @@ class Device(_Model):
         description="button actions that raise a panic incident",
     )
     duress_actions: list[str] = Field(default_factory=list, description="button actions that raise a silent duress alarm")
+    test_actions: list[str] = Field(
+        default_factory=list, description="button actions that send a test to the police (nobody is dispatched)"
+    )
+    channel: int | None = Field(
+        default=None, ge=0, le=64, description="input of a multi-input module (Shelly input id, Tasmota ButtonN); the driver's default when omitted"
+    )
     heartbeat_s: float | None = Field(
         default=None, gt=0, description="how often the device is heard from at least; the driver's default when omitted"
     )
@@ -213,6 +219,7 @@ DEFAULT_NEEDS: dict[str, IncidentNeeds] = {
     "device_offline": IncidentNeeds(guards=0),
     "low_battery": IncidentNeeds(guards=0),
     "left_post": IncidentNeeds(guards=0),
+    "test": IncidentNeeds(guards=0),
 }
 
 
@@ -408,7 +415,7 @@ def _cross_references(config: SiteConfig, known_drivers: Collection[str] | None)
             if item.id in seen:
                 yield (f"{kind}s", i, "id"), f"duplicate {kind} id {item.id!r}"
             seen.add(item.id)
-    topics: dict[str, str] = {}
+    topics: dict[tuple[str, int | None], str] = {}  # inputs of one module share its topic
     for i, device in enumerate(config.devices):
         if known_drivers is not None and device.driver not in known_drivers:
             yield ("devices", i, "driver"), (
@@ -419,9 +426,10 @@ def _cross_references(config: SiteConfig, known_drivers: Collection[str] | None)
                 f"device {device.id!r} refers to zone {device.zone!r}, which is not defined (defined: {', '.join(zones) or 'none'})"
             )
         if device.topic is not None:
-            if device.topic in topics:
-                yield ("devices", i, "topic"), f"device {device.id!r} uses topic {device.topic!r} of device {topics[device.topic]!r}"
-            topics[device.topic] = device.id
+            key = (device.topic, device.channel)
+            if key in topics:
+                yield ("devices", i, "topic"), f"device {device.id!r} uses topic {device.topic!r} of device {topics[key]!r}"
+            topics[key] = device.id
     for kind in config.incidents:
         if kind not in IncidentKind.__members__.values():
             yield ("incidents", kind), f"unknown incident kind {kind!r} (known: {', '.join(k.value for k in IncidentKind)})"

@@ -3,13 +3,17 @@
 Available guards are bucketed into latitude/longitude cells, one grid for all of them and one
 per role. A query scans the query's cell, then grows a box one row or column at a time on
 whichever side has the smallest great-circle lower bound, and stops once the k-th best
-distance found is below the bound of everything outside the box. Distances are computed
+distance found is below the bound of everything outside the box (cheap latitude, longitude and
+h windows around the k-th best skip most guards in the cells it scans). Distances are computed
 operation for operation as `guardlink.geo.haversine_m(query, guard)` does, so results are
-exactly those of a brute-force search with that function.
+exactly those of a brute-force search with that function, ties broken by guard id.
 
 Each grid sizes its cells for the crowding its own guards see (a rare role gets larger cells)
 and re-sizes itself when its guard count doubles or halves or its crowding drifts, which keeps
-updates amortised O(1). A cell keeps its guards' coordinates unboxed in one array, so a query
+updates amortised O(1). Cells live in a dense row-major list over a frame around the guards, so
+a row or column of cells is one list slice; the few guards outside the frame (a stray fix, a
+patrol far out) share one overflow bucket that a query scans only when the frame's edge is
+nearer than what it found. A cell keeps its guards' coordinates unboxed in one array, so a query
 reads a few contiguous buffers instead of chasing an object per guard.
 
 Not thread-safe: use it from one thread (the hub's event loop). Longitude wrap at the
@@ -33,9 +37,10 @@ _RAD_PER_DEG = math.pi / 180
 _M_PER_DEG = _R * _RAD_PER_DEG
 _TWO_R = 2 * EARTH_RADIUS_M
 _INF = math.inf
-# Cell keys are cy * _ROW + cx, so a row of cells is a contiguous range of keys and a column a
-# range with step _ROW. Cells are at least _MIN_STEP_DEG wide, so |cx| < 2**31 and keys are unique.
-_ROW = 1 << 32
+_FAR = -1  # the cell key of guards outside the frame
+# A frame has at most this many cells, or this many per guard; beyond it, cells grow instead.
+_FRAME_CELLS = 1 << 16
+_FRAME_CELLS_PER_GUARD = 8
 _MIN_STEP_DEG = 1e-5  # about 1 m
 _MAX_STEP_DEG = 1.0
 _DEFAULT_STEP_DEG = 0.01  # about 1 km; used until a grid holds enough guards to size its cells
@@ -59,50 +64,66 @@ class _Grid:
     """Available guards of one kind (all, or one role), bucketed into cells."""
 
     __slots__ = (
-        "cells", "slots", "count", "crowding_sum", "lat_step", "lon_step", "inv_lat", "inv_lon",
-        "min_cx", "max_cx", "min_cy", "max_cy", "sized_for", "crowding_low", "crowding_high",
+        "cells", "flat", "far", "slots", "count", "crowding_sum", "lat_step", "lon_step", "inv_lat", "inv_lon",
+        "fx0", "fy0", "fw", "fh", "min_cx", "max_cx", "min_cy", "max_cy",
+        "sized_for", "crowding_low", "crowding_high", "far_limit",
     )
 
     def __init__(self) -> None:
-        self.reset(_DEFAULT_STEP_DEG, _DEFAULT_STEP_DEG)
+        # No frame yet: until it is sized, a grid keeps everyone in the overflow bucket.
+        self.reset(_DEFAULT_STEP_DEG, _DEFAULT_STEP_DEG, 0, 0, 0, 0)
         self.sized_for = 0
         self.crowding_low = 0.0
         self.crowding_high = _INF
+        self.far_limit = _INF
 
-    def reset(self, lat_step: float, lon_step: float) -> None:
-        """Empty the grid and set its cell size in degrees."""
-        # cell key -> _STRIDE unboxed doubles per guard, in one buffer
+    def reset(self, lat_step: float, lon_step: float, fx0: int, fy0: int, fw: int, fh: int) -> None:
+        """Empty the grid; set its cell size in degrees and its frame in cells (absolute column/row, width, height)."""
+        # Cell (cx, cy) is at index (cy - fy0) * fw + (cx - fx0) of `flat`, None while empty;
+        # `cells` maps the indexes of occupied cells to the same arrays.
+        self.flat: list[array | None] = [None] * (fw * fh)
         self.cells: dict[int, array] = {}
-        # guard number -> [cell key, index in the cell]; the same list is the guard's own record of it
+        self.far = array("d")  # guards outside the frame, laid out like a cell
+        # guard number -> [cell index or _FAR, index in the cell]; the same list is the guard's own record of it
         self.slots: dict[int, list[int]] = {}
         self.count = 0
-        self.crowding_sum = 0
+        self.crowding_sum = 0  # over cells in the frame
         self.lat_step = lat_step
         self.lon_step = lon_step
         self.inv_lat = 1.0 / lat_step
         self.inv_lon = 1.0 / lon_step
-        # Bounding box of occupied cells; it only grows between re-sizes, which keeps it a safe bound.
+        self.fx0, self.fy0, self.fw, self.fh = fx0, fy0, fw, fh
+        # Bounding box of occupied cells in the frame (absolute column/row); it only grows between
+        # re-sizes, which keeps it a safe bound.
         self.min_cx = self.min_cy = 1 << 40
         self.max_cx = self.max_cy = -(1 << 40)
 
     def key_of(self, lat: float, lon: float) -> int:
-        return floor(lat * self.inv_lat) * _ROW + floor(lon * self.inv_lon)
+        """The index of the cell holding this point, or _FAR outside the frame."""
+        cx = floor(lon * self.inv_lon) - self.fx0
+        cy = floor(lat * self.inv_lat) - self.fy0
+        return cy * self.fw + cx if 0 <= cx < self.fw and 0 <= cy < self.fh else _FAR
 
     def add(self, num: int, slot: list[int], key: int, lat_r: float, cos_lat: float, lon: float) -> None:
         """Put guard number `num` in cell `key`, recording where in `slot`."""
-        cell = self.cells.get(key)
-        if cell is None:
-            cell = self.cells[key] = array("d")
-            cy, cx = divmod(key + (_ROW >> 1), _ROW)
-            cx -= _ROW >> 1
-            if cx < self.min_cx:
-                self.min_cx = cx
-            if cx > self.max_cx:
-                self.max_cx = cx
-            if cy < self.min_cy:
-                self.min_cy = cy
-            if cy > self.max_cy:
-                self.max_cy = cy
+        if key == _FAR:
+            cell = self.far
+        else:
+            cell = self.cells.get(key)
+            if cell is None:
+                cell = self.cells[key] = self.flat[key] = array("d")
+                cy, cx = divmod(key, self.fw)
+                cx += self.fx0
+                cy += self.fy0
+                if cx < self.min_cx:
+                    self.min_cx = cx
+                if cx > self.max_cx:
+                    self.max_cx = cx
+                if cy < self.min_cy:
+                    self.min_cy = cy
+                if cy > self.max_cy:
+                    self.max_cy = cy
+            self.crowding_sum += 2 * (len(cell) // _STRIDE) + 1
         slot[0] = key
         slot[1] = len(cell) // _STRIDE
         cell.append(lat_r)
@@ -111,12 +132,11 @@ class _Grid:
         cell.append(num)
         self.slots[num] = slot
         self.count += 1
-        self.crowding_sum += 2 * (slot[1] + 1) - 1
 
     def discard(self, num: int) -> None:
         """Take guard number `num` out of its cell."""
         key, i = self.slots.pop(num)
-        cell = self.cells[key]
+        cell = self.far if key == _FAR else self.cells[key]
         last = len(cell) // _STRIDE - 1
         if i != last:
             # Move the cell's last guard into the hole, so cells stay dense.
@@ -124,40 +144,26 @@ class _Grid:
             cell[j : j + _STRIDE] = cell[-_STRIDE:]
             self.slots[int(cell[j + 3])][1] = i
         del cell[-_STRIDE:]
-        if not cell:
-            del self.cells[key]
+        if key != _FAR:
+            if not cell:
+                del self.cells[key]
+                self.flat[key] = None
+            self.crowding_sum -= 2 * last + 1
         self.count -= 1
-        self.crowding_sum -= 2 * last + 1
 
-    def fill(self, members: list[_Guard], lat_step: float, lon_step: float) -> None:
-        """Empty the grid, set its cell size and put `members` in (faster than adding one by one)."""
-        self.reset(lat_step, lon_step)
-        inv_lat, inv_lon = self.inv_lat, self.inv_lon
-        cys = [floor(g.lat * inv_lat) for g in members]
-        cxs = [floor(g.lon * inv_lon) for g in members]
-        cells = self.cells
-        slots = self.slots
-        for guard, cy, cx in zip(members, cys, cxs):
-            key = cy * _ROW + cx
-            cell = cells.get(key)
-            if cell is None:
-                cell = cells[key] = array("d")
-            slot = slots[guard.num] = guard.slots[self]
-            slot[0] = key
-            slot[1] = len(cell) // _STRIDE
+    def fill(self, members: list[_Guard], lat_step: float, lon_step: float, frame: tuple[int, int, int, int]) -> None:
+        """Empty the grid, set its cell size and frame, and put `members` in (faster than adding one by one)."""
+        self.reset(lat_step, lon_step, *frame)
+        for guard in members:
             lat_r = radians(guard.lat)
-            cell.extend((lat_r, cos(lat_r), guard.lon, guard.num))
-        self.count = len(members)
-        self.crowding_sum = sum((len(cell) // _STRIDE) ** 2 for cell in cells.values())
-        if members:
-            self.min_cx, self.max_cx, self.min_cy, self.max_cy = min(cxs), max(cxs), min(cys), max(cys)
+            self.add(guard.num, guard.slots[self], self.key_of(guard.lat, guard.lon), lat_r, cos(lat_r), guard.lon)
 
     def needs_resizing(self) -> bool:
-        """Whether the cells no longer suit the number or the crowding of the guards held."""
+        """Whether the cells no longer suit the number, crowding or spread of the guards held."""
         n = self.count
         if n <= _SCAN_ALL_UP_TO:
             return False
-        if n > 2 * self.sized_for or 2 * n < self.sized_for:
+        if n > 2 * self.sized_for or 2 * n < self.sized_for or len(self.far) > self.far_limit:
             return True
         return not self.crowding_low * n <= self.crowding_sum <= self.crowding_high * n
 
@@ -229,9 +235,11 @@ class GuardIndex:
         lat_r = radians(lat)
         cos_lat = cos(lat_r)
         for grid, slot in guard.slots.items():
-            key = floor(lat * grid.inv_lat) * _ROW + floor(lon * grid.inv_lon)
+            cx = floor(lon * grid.inv_lon) - grid.fx0
+            cy = floor(lat * grid.inv_lat) - grid.fy0
+            key = cy * grid.fw + cx if 0 <= cx < grid.fw and 0 <= cy < grid.fh else _FAR
             if key == slot[0]:
-                cell = grid.cells[key]
+                cell = grid.far if key == _FAR else grid.flat[key]
                 j = _STRIDE * slot[1]
                 cell[j] = lat_r
                 cell[j + 1] = cos_lat
@@ -261,7 +269,8 @@ class GuardIndex:
         guard = self._guards.pop(guard_id, None)
         if guard is None:
             raise KeyError(f"unknown guard {guard_id!r}: nothing to remove")
-        self._leave_grids(guard)
+        if guard.available:
+            self._leave_grids(guard)
         self._ids[guard.num] = None
         self._free_nums.append(guard.num)
 
@@ -275,28 +284,41 @@ class GuardIndex:
         grid = self._grids.get(role)
         if grid is None:
             return []
+        lat = float(lat)
+        lon = float(lon)
         if exclude and not isinstance(exclude, (set, frozenset, dict)):
+            if isinstance(exclude, str):
+                raise TypeError(f"exclude must be a collection of guard ids, not the string {exclude!r}")
             exclude = set(exclude)
         qlat_r = radians(lat)
         qcos = cos(qlat_r)
         cells = grid.cells
-        get = cells.get
+        flat = grid.flat
+        far = grid.far
         ids = self._ids
         found: list[tuple[float, str]] = []  # the best so far, sorted, at most k
         worst = _INF  # the k-th best distance so far
-        # Cheap tests that a guard cannot beat `worst`: latitude difference (radians), longitude
-        # difference (degrees), then h, the haversine of the angle, before the distance itself.
-        lat_window = lon_window = h_limit = _INF
+        # Cheap tests that a guard cannot beat `worst`: its latitude (radians) and longitude
+        # (degrees) within windows around the query's, then h (haversine of the angle), before
+        # the distance itself.
+        lat_lo = lon_lo = -_INF
+        lat_hi = lon_hi = h_limit = _INF
         batch: Iterable[array | None]
         if grid.count <= _SCAN_ALL_UP_TO:
-            batch = cells.values()
-            north = south = east = west = _INF
+            batch = [*cells.values(), far]
+            north = south = east = west = beyond = _INF
         else:
             lat_step, lon_step = grid.lat_step, grid.lon_step
             min_cx, max_cx, min_cy, max_cy = grid.min_cx, grid.max_cx, grid.min_cy, grid.max_cy
+            fx0, fy0, fw, fh = grid.fx0, grid.fy0, grid.fw, grid.fh
+            origin = fy0 * fw + fx0  # cell (cx, cy) is flat[cy * fw + cx - origin]
             y0 = y1 = floor(lat * grid.inv_lat)
             x0 = x1 = floor(lon * grid.inv_lon)
-            batch = (get(y0 * _ROW + x0),)
+            batch = (flat[y0 * fw + x0 - origin] if fx0 <= x0 < fx0 + fw and fy0 <= y0 < fy0 + fh else None,)
+            # Cells looked up; past the number of occupied cells (guards far apart, query in the
+            # void between them) scanning every guard once is cheaper.
+            looked = 1
+            give_up_at = len(cells)
             # Lower bounds on the distance to any guard beyond each side of the box searched so far.
             # Beyond a parallel: R times the latitude difference. Beyond a meridian dx radians away:
             # R asin(cos(lat) sin(dx)) (distance to its great circle) >= R cos(lat) (dx - dx**3 / 6).
@@ -307,20 +329,27 @@ class GuardIndex:
             east = _INF if x1 >= max_cx else qcos_r * dx * (1 - dx * dx / 6)
             dx = (lon - x0 * lon_step) * _RAD_PER_DEG
             west = _INF if x0 <= min_cx else qcos_r * dx * (1 - dx * dx / 6)
+            # The same bound for the guards outside the frame: the nearest edge of the frame.
+            beyond = _INF
+            if far:
+                dx_east = ((fx0 + fw) * lon_step - lon) * _RAD_PER_DEG
+                dx_west = (lon - fx0 * lon_step) * _RAD_PER_DEG
+                beyond = min(
+                    ((fy0 + fh) * lat_step - lat) * _M_PER_DEG,
+                    (lat - fy0 * lat_step) * _M_PER_DEG,
+                    qcos_r * dx_east * (1 - dx_east * dx_east / 6),
+                    qcos_r * dx_west * (1 - dx_west * dx_west / 6),
+                )
         while True:
             for cell in batch:
                 if cell is None:
                     continue
                 it = iter(cell)
                 for lat_r, cos_lat, glon, num in zip(it, it, it, it):
-                    dlat = lat_r - qlat_r
-                    if not -lat_window <= dlat <= lat_window:
-                        continue
-                    dlon = glon - lon
-                    if not -lon_window <= dlon <= lon_window:
+                    if not lat_lo <= lat_r <= lat_hi or not lon_lo <= glon <= lon_hi:
                         continue
                     # Exactly guardlink.geo.haversine_m(LatLon(lat, lon), guard), with the guard's terms cached.
-                    h = sin(dlat / 2) ** 2 + qcos * cos_lat * sin(radians(dlon) / 2) ** 2
+                    h = sin((lat_r - qlat_r) / 2) ** 2 + qcos * cos_lat * sin(radians(glon - lon) / 2) ** 2
                     if h > h_limit:
                         continue
                     d = _TWO_R * asin(min(1.0, sqrt(h)))
@@ -333,32 +362,48 @@ class GuardIndex:
                             del found[k]
                         if len(found) == k:
                             worst = found[-1][0]
-                            lat_window, lon_window, h_limit = _windows(worst, qcos)
-            bound = min(north, south, east, west)
+                            lat_lo, lat_hi, lon_lo, lon_hi, h_limit = _windows(worst, qlat_r, qcos, lon)
+            bound = min(north, south, east, west, beyond)
             if bound == _INF or worst < bound - _SLACK_M:
                 return [(guard_id, d) for d, guard_id in found]
+            if bound == beyond:
+                batch = (far,)
+                beyond = _INF
+                continue
+            if looked > give_up_at:
+                found.clear()
+                worst = _INF
+                lat_lo = lon_lo = -_INF
+                lat_hi = lon_hi = h_limit = _INF
+                batch = [*cells.values(), far]
+                north = south = east = west = beyond = _INF
+                continue
             # Grow the box on the side with the smallest bound; rows and columns are clipped to the
             # occupied bounding box, and empty space before it is jumped over.
             if bound == north:
                 y1 = y1 + 1 if y1 >= min_cy else min_cy
-                base = y1 * _ROW
-                batch = map(get, range(base + (x0 if x0 > min_cx else min_cx), base + (x1 if x1 < max_cx else max_cx) + 1))
+                row = y1 * fw - origin
+                span = flat[row + (x0 if x0 > min_cx else min_cx) : row + (x1 if x1 < max_cx else max_cx) + 1]
                 north = _INF if y1 >= max_cy else ((y1 + 1) * lat_step - lat) * _M_PER_DEG
             elif bound == south:
                 y0 = y0 - 1 if y0 <= max_cy else max_cy
-                base = y0 * _ROW
-                batch = map(get, range(base + (x0 if x0 > min_cx else min_cx), base + (x1 if x1 < max_cx else max_cx) + 1))
+                row = y0 * fw - origin
+                span = flat[row + (x0 if x0 > min_cx else min_cx) : row + (x1 if x1 < max_cx else max_cx) + 1]
                 south = _INF if y0 <= min_cy else (lat - y0 * lat_step) * _M_PER_DEG
             elif bound == east:
                 x1 = x1 + 1 if x1 >= min_cx else min_cx
-                batch = map(get, range((y0 if y0 > min_cy else min_cy) * _ROW + x1, (y1 if y1 < max_cy else max_cy) * _ROW + x1 + 1, _ROW))
+                column = x1 - origin
+                span = flat[(y0 if y0 > min_cy else min_cy) * fw + column : (y1 if y1 < max_cy else max_cy) * fw + column + 1 : fw]
                 dx = ((x1 + 1) * lon_step - lon) * _RAD_PER_DEG
                 east = _INF if x1 >= max_cx else qcos_r * dx * (1 - dx * dx / 6)
             else:
                 x0 = x0 - 1 if x0 <= max_cx else max_cx
-                batch = map(get, range((y0 if y0 > min_cy else min_cy) * _ROW + x0, (y1 if y1 < max_cy else max_cy) * _ROW + x0 + 1, _ROW))
+                column = x0 - origin
+                span = flat[(y0 if y0 > min_cy else min_cy) * fw + column : (y1 if y1 < max_cy else max_cy) * fw + column + 1 : fw]
                 dx = (lon - x0 * lon_step) * _RAD_PER_DEG
                 west = _INF if x0 <= min_cx else qcos_r * dx * (1 - dx * dx / 6)
+            looked += len(span)
+            batch = span
 
     def _enter_grids(self, guard: _Guard) -> None:
         lat_r = radians(guard.lat)
@@ -383,7 +428,7 @@ class GuardIndex:
                 self._resize(grid)
 
     def _resize(self, grid: _Grid) -> None:
-        """Re-bucket a grid's guards into cells sized for their crowding."""
+        """Re-bucket a grid's guards into cells sized for their crowding, in a frame around them."""
         members = [self._guards[self._ids[num]] for num in grid.slots]
         n = len(members)
         lats = [g.lat for g in members]
@@ -393,25 +438,41 @@ class GuardIndex:
         lat_span = max(max(lats) - min(lats), _MIN_STEP_DEG)
         lon_span = max((max(lons) - min(lons)) * ref_cos, _MIN_STEP_DEG)
         step = _clamp_step(sqrt(lat_span * lon_span / n))
-        # ... then, as guards cluster, scale cells to the crowding they actually see.
+        # ... then, as guards cluster, scale cells to the crowding they actually see ...
         step = _clamp_step(step * sqrt(_TARGET_CROWDING / _crowding(lats, lons, step, step / ref_cos)))
-        grid.fill(members, step, step / ref_cos)
+        # ... and frame all but the farthest 0.1 % on each side, with room to move; should that
+        # take too many cells, the cells grow instead.
+        lats.sort()
+        lons.sort()
+        cut = n // 1000
+        while True:
+            y_lo, y_hi = floor(lats[cut] / step), floor(lats[-1 - cut] / step)
+            x_lo, x_hi = floor(lons[cut] * ref_cos / step), floor(lons[-1 - cut] * ref_cos / step)
+            margin_y, margin_x = 2 + (y_hi - y_lo) // 4, 2 + (x_hi - x_lo) // 4
+            fw, fh = x_hi - x_lo + 1 + 2 * margin_x, y_hi - y_lo + 1 + 2 * margin_y
+            too_many = fw * fh / max(_FRAME_CELLS, _FRAME_CELLS_PER_GUARD * n)
+            if too_many <= 1 or step >= _MAX_STEP_DEG:
+                break
+            step = _clamp_step(step * sqrt(too_many) * 1.01)
+        grid.fill(members, step, step / ref_cos, (x_lo - margin_x, y_lo - margin_y, fw, fh))
         crowding = grid.crowding_sum / n
         grid.sized_for = n
         grid.crowding_low = crowding / _RECROWD
         grid.crowding_high = crowding * _RECROWD
+        grid.far_limit = max(_STRIDE * 8, _STRIDE * (n >> 5), 2 * len(grid.far))
 
 
-def _windows(worst: float, qcos: float) -> tuple[float, float, float]:
-    """Latitude window (radians), longitude window (degrees) and limit on h outside which a guard is farther than `worst`."""
-    angle = (worst + _SLACK_M) / _R  # a safe margin over float error in all three tests
+def _windows(worst: float, qlat_r: float, qcos: float, qlon: float) -> tuple[float, float, float, float, float]:
+    """Latitude (radians) and longitude (degrees) windows, and a limit on h, outside which a guard is farther than `worst`."""
+    angle = (worst + _SLACK_M) / _R  # the slack is a safe margin over float error in all three tests
     h_limit = sin(min(angle / 2, math.pi / 2)) ** 2 * (1 + 1e-9)
     # Within the latitude window cos(guard lat) >= qcos - angle, and a guard dlon away in longitude
     # is at least asin(cos(guard lat) sin(dlon)) away (its distance to the query's meridian circle).
     low_cos = qcos - angle
     if angle >= math.pi / 2 or low_cos <= sin(angle):
-        return angle, _INF, h_limit
-    return angle, math.degrees(asin(sin(angle) / low_cos)) * (1 + 1e-9), h_limit
+        return qlat_r - angle, qlat_r + angle, -_INF, _INF, h_limit
+    reach = math.degrees(asin(sin(angle) / low_cos)) * (1 + 1e-9)
+    return qlat_r - angle, qlat_r + angle, qlon - reach, qlon + reach, h_limit
 
 
 def _clamp_step(step: float) -> float:
@@ -420,5 +481,5 @@ def _clamp_step(step: float) -> float:
 
 def _crowding(lats: list[float], lons: list[float], lat_step: float, lon_step: float) -> float:
     """Average number of guards in a guard's own cell, were cells this size."""
-    counts = Counter([floor(lat / lat_step) * _ROW + floor(lon / lon_step) for lat, lon in zip(lats, lons)])
+    counts = Counter([(floor(lat / lat_step), floor(lon / lon_step)) for lat, lon in zip(lats, lons)])
     return sum(c * c for c in counts.values()) / len(lats)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from bench.servers import running_mosquitto, stop_process
+from bench.servers import running_mosquitto, running_victoria_metrics, stop_process
 from device_drivers.registry import DRIVERS
 from edge.node import EdgeNode
 from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site
@@ -38,6 +41,39 @@ def police_mosquitto(tmp_path: Path) -> Iterator[BrokerUrl]:
     """A second, separate broker playing the police command centre."""
     with running_mosquitto(tmp_path) as url:
         yield url
+
+
+class VictoriaMetrics:
+    """A VictoriaMetrics server under test: its URL for writers, and what it stored, read back through its export API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def export(self, selector: str) -> list[dict[str, Any]]:
+        """Every series matching a selector such as `{__name__=~"device_health_.*"}`, with values and timestamps (ms)."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
+            pass  # make points written so far visible to the export
+        query = urllib.parse.urlencode({"match[]": selector})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as response:
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+    async def wait_for(self, selector: str, until: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 15.0) -> list[dict[str, Any]]:
+        """Poll the export (off the event loop) until `until(series)` holds; fail the test after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            series = await asyncio.to_thread(self.export, selector)
+            if until(series):
+                return series
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for {selector}; have {series}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """A fresh VictoriaMetrics (it takes the InfluxDB v2 write API) for one test."""
+    with running_victoria_metrics(tmp_path / "vm") as url:
+        yield VictoriaMetrics(url)
 
 
 @pytest.fixture

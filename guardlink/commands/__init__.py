@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site
+from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site, parse_listen
 
 
 def broker_url(text: str) -> BrokerUrl:
@@ -14,6 +14,15 @@ def broker_url(text: str) -> BrokerUrl:
         return BrokerUrl.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def listen_address(text: str) -> str:
+    """argparse type for host:port."""
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def load_checked_site(path: Path) -> SiteConfig:

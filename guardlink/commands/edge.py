@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from guardlink.commands import broker_url, load_checked_site
-from guardlink.siteconfig import BrokerUrl, SiteConfig
+from guardlink.commands import broker_url, listen_address, load_checked_site
+from guardlink.siteconfig import BrokerUrl, Metrics, SiteConfig
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -18,6 +18,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     edge.add_argument("--broker", type=broker_url, default=None, help="site broker mqtt://host:port (default: from the site file)")
     edge.add_argument("--police-broker", type=broker_url, default=None, help="police broker mqtt://host:port (default: from the site file)")
     edge.add_argument("--outbox", type=Path, default=None, help="outbox database (default: the site file's, else $XDG_STATE_HOME/guardlink/<site>/outbox.db)")
+    edge.add_argument(
+        "--metrics", type=listen_address, default=None, metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: the site file's metrics.listen, else off)",
+    )
     edge.set_defaults(run=run, log_level="INFO")
 
 
@@ -25,8 +29,12 @@ def run(args: argparse.Namespace) -> int:
     # The outbox writer thread hands each commit back to the event loop: short GIL turns keep escalation latency low.
     sys.setswitchinterval(0.0005)
     from edge.node import EdgeNode
+    from gateway.telemetry import settings_from_environment
 
     config = load_checked_site(args.config)
+    config = config.model_copy(update={"telemetry": settings_from_environment(config.telemetry, os.environ)})
+    if args.metrics:
+        config = config.model_copy(update={"metrics": Metrics(listen=args.metrics)})
     node = EdgeNode(
         config,
         site_broker=args.broker or BrokerUrl.parse(config.broker),

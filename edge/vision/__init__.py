@@ -1,0 +1,1 @@
+"""Cameras: capture -> latest-frame slot -> motion core -> tracker -> zone / line / loitering analytics -> events."""
