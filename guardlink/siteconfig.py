@@ -11,21 +11,30 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from guardlink.geo import LatLon
 from guardlink.models import IncidentKind
+from guardlink.yamlconfig import (
+    ID_HELP,
+    ID_PATTERN,
+    ConfigError,
+    at,
+    compose,
+    node_at,
+    read_text,
+    validation_errors,
+)
 
-_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_ID_HELP = "lowercase letters, digits, '-' and '_', starting with a letter or digit"
-
-
-class ConfigError(Exception):
-    """A configuration file is invalid; each message reads `file:line:col: message`."""
-
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__("\n".join(messages))
-        self.messages = messages
+_ID = ID_PATTERN
+_ID_HELP = ID_HELP
 
 
 class BrokerUrl(BaseModel):
@@ -120,6 +129,10 @@ class Device(_Model):
     heartbeat_s: float | None = Field(
         default=None, gt=0, description="how often the device is heard from at least; the driver's default when omitted"
     )
+    template: str | None = Field(default=None, description="device template (firmware_configs/templates/<model>.yaml) giving defaults")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="settings pushed to the device itself (template settings, then these)"
+    )
 
     @field_validator("topic")
     @classmethod
@@ -127,6 +140,33 @@ class Device(_Model):
         if topic is not None and (not topic or any(c in topic for c in "+#\0")):
             raise ValueError(f"topic {topic!r} must be a concrete MQTT topic (no '+', '#' or empty)")
         return topic
+
+    @model_validator(mode="after")
+    def _test_is_not_an_alarm(self) -> Device:
+        # A test action overrides the default panic actions; listed as an alarm by the installer too, it is ambiguous.
+        alarms = set(self.duress_actions) | (set(self.panic_actions) if "panic_actions" in self.model_fields_set else set())
+        if both := sorted(alarms & set(self.test_actions)):
+            raise ValueError(f"device {self.id!r}: {', '.join(both)} cannot be both an alarm and a test action")
+        return self
+
+
+class TemplateDefaults(_Model):
+    """What a device template presets for the devices that use it (a site file's own value wins)."""
+
+    panic_actions: list[str] | None = None
+    duress_actions: list[str] | None = None
+    test_actions: list[str] | None = None
+    heartbeat_s: float | None = Field(default=None, gt=0)
+
+
+class DeviceTemplate(_Model):
+    """Defaults for one device model, in firmware_configs/templates/<model>.yaml."""
+
+    model: str = Field(pattern=_ID, description="referred to by `template:` in site files")
+    driver: str = Field(description="the device family this model speaks")
+    description: str = ""
+    defaults: TemplateDefaults = Field(default_factory=TemplateDefaults)
+    settings: dict[str, Any] = Field(default_factory=dict, description="settings pushed to the device (debounce, report interval ...)")
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -357,149 +397,130 @@ class SiteConfig(_Model):
         return needs
 
 
-def load_site(path: str | Path, known_drivers: Collection[str] | None = None) -> SiteConfig:
-    """Load and check a site file; raises ConfigError listing every problem as file:line:col."""
+DEFAULT_TEMPLATES = "../templates"  # next to sites/ in firmware_configs/
+
+
+def load_site(path: str | Path, known_drivers: Collection[str] | None = None, templates_dir: Path | None = None) -> SiteConfig:
+    """Load and check a site file (and the device templates it uses); ConfigError lists every problem as file:line:col."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read site file: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        raw = exc.object[: exc.start]
-        line, col = raw.count(b"\n") + 1, exc.start - (raw.rfind(b"\n") + 1) + 1
-        raise ConfigError([f"{path}:{line}:{col}: the site file is not UTF-8 text (byte {exc.object[exc.start]:#04x})"]) from None
-    return parse_site(text, str(path), known_drivers)
+    text = read_text(path, "site file")
+    directory = templates_dir or (path.parent / DEFAULT_TEMPLATES).resolve()
+    templates = load_templates(directory) if directory.is_dir() else {}
+    return parse_site(text, str(path), known_drivers, templates)
 
 
-def parse_site(text: str, filename: str, known_drivers: Collection[str] | None = None) -> SiteConfig:
-    """Parse site YAML text; `filename` is used in error messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
-    except yaml.reader.ReaderError as exc:  # a control character: carries a position, not a mark
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        raise ConfigError([f"{filename}:{line}:{col}: invalid YAML: control character U+{exc.character:04X} is not allowed"]) from None
-    if root is None:
-        raise ConfigError([f"{filename}:1:1: the file is empty; a site needs at least 'site' and 'police'"])
-    errors = [f"{_at(filename, node)}: duplicate key {key!r}" for key, node in _duplicate_keys(root)]
-    data = yaml.SafeLoader(text).get_single_data()
-    if not isinstance(data, dict):
-        raise ConfigError([f"{_at(filename, root)}: a site file is a mapping with 'site', 'police', 'devices', 'guards'"])
+def parse_site(
+    text: str, filename: str, known_drivers: Collection[str] | None = None, templates: dict[str, DeviceTemplate] | None = None
+) -> SiteConfig:
+    """Parse site YAML text; `filename` is used in error messages. Reports every problem found, not just the first."""
+    root, data, errors = compose(
+        text, filename, "a site needs at least 'site' and 'police'", "a site file is a mapping with 'site', 'police', 'devices', 'guards'"
+    )
+    unresolved = _apply_templates(data, root, filename, templates or {}, errors)
+    errors += [f"{at(filename, node_at(root, loc)[0])}: {msg}" for loc, msg in _cross_references(data, known_drivers)]
     try:
         config = SiteConfig.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            node, loc = _node_at(root, err["loc"])
-            if err["type"] == "extra_forbidden":  # point at the misspelt key, not at its value
-                node = _key_node(_node_at(root, err["loc"][:-1])[0], err["loc"][-1]) or node
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            errors.append(f"{_at(filename, node)}: {field}: {_explain(err)}")
-        raise ConfigError(errors) from None
-    errors += [f"{_at(filename, _node_at(root, loc)[0])}: {msg}" for loc, msg in _cross_references(config, known_drivers)]
+        # A device whose template is unknown lacks what the template would have given: say so once, not per field.
+        skip = {("devices", i, "driver") for i in unresolved}
+        raise ConfigError(validation_errors(exc, root, filename, skip) + errors) from None
     if errors:
         raise ConfigError(errors)
     return config
 
 
-def _cross_references(config: SiteConfig, known_drivers: Collection[str] | None) -> Iterator[tuple[tuple, str]]:
-    """Checks that span several entries: unique ids, references that must resolve."""
-    zones = [z.id for z in config.zones]
-    devices = {d.id: d for d in config.devices}
-    for kind, items in (("zone", config.zones), ("device", config.devices), ("guard", config.guards)):
+def load_templates(directory: Path) -> dict[str, DeviceTemplate]:
+    """Every `*.yaml` device template in a directory, by model; ConfigError (file:line:col) for a bad one."""
+    templates: dict[str, DeviceTemplate] = {}
+    errors: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        root, data, problems = compose(
+            read_text(path, "device template"), str(path), "a template needs 'model' and 'driver'", "a device template is a mapping with 'model', 'driver', 'defaults', 'settings'"
+        )
+        try:
+            template = DeviceTemplate.model_validate(data)
+        except ValidationError as exc:
+            errors += validation_errors(exc, root, str(path)) + problems
+            continue
+        errors += problems
+        if template.model in templates:
+            errors.append(f"{at(str(path), node_at(root, ('model',))[0])}: model {template.model!r} is also defined by another template")
+        templates[template.model] = template
+    if errors:
+        raise ConfigError(errors)
+    return templates
+
+
+def _apply_templates(
+    data: dict[str, Any], root: yaml.Node, filename: str, templates: dict[str, DeviceTemplate], errors: list[str]
+) -> set[int]:
+    """Fill each device's unset fields from its template, in place; adds errors for unknown or mismatched templates
+    and returns the indices of devices whose template is unknown."""
+    unresolved: set[int] = set()
+    devices = data.get("devices")
+    for i, device in enumerate(devices if isinstance(devices, list) else []):
+        if not isinstance(device, dict) or "template" not in device:
+            continue
+        name = device["template"]
+        template = templates.get(name) if isinstance(name, str) else None
+        where = at(filename, node_at(root, ("devices", i, "template"))[0])
+        if template is None:
+            errors.append(f"{where}: device {device.get('id')!r} uses unknown template {name!r} (known: {', '.join(sorted(templates)) or 'none'})")
+            unresolved.add(i)
+            continue
+        driver = device.setdefault("driver", template.driver)
+        if driver != template.driver:
+            errors.append(f"{where}: device {device.get('id')!r} uses driver {driver!r}, but template {name!r} is for {template.driver!r}")
+        for key, value in template.defaults.model_dump(exclude_unset=True).items():
+            device.setdefault(key, value)
+        settings = device.get("settings")
+        device["settings"] = {**template.settings, **(settings if isinstance(settings, dict) else {})}
+    return unresolved
+
+
+def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | None) -> Iterator[tuple[tuple, str]]:
+    """Checks that span several entries (unique ids, references that must resolve), on the raw data so they run
+    even when some entries are otherwise invalid."""
+
+    def entries(key: str) -> list[tuple[int, dict[str, Any]]]:
+        value = data.get(key)
+        return [(i, e) for i, e in enumerate(value) if isinstance(e, dict)] if isinstance(value, list) else []
+
+    def text(entry: dict[str, Any], key: str) -> str | None:
+        value = entry.get(key)
+        return value if isinstance(value, str) else None
+
+    zones = [z for _, e in entries("zones") if (z := text(e, "id"))]
+    device_ids = {d for _, e in entries("devices") if (d := text(e, "id"))}
+    for kind in ("zone", "device", "guard"):
         seen: set[str] = set()
-        for i, item in enumerate(items):
-            if item.id in seen:
-                yield (f"{kind}s", i, "id"), f"duplicate {kind} id {item.id!r}"
-            seen.add(item.id)
-    topics: dict[tuple[str, int | None], str] = {}  # inputs of one module share its topic
-    for i, device in enumerate(config.devices):
-        if known_drivers is not None and device.driver not in known_drivers:
-            yield ("devices", i, "driver"), (
-                f"device {device.id!r} uses unknown driver {device.driver!r} (known: {', '.join(sorted(known_drivers))})"
-            )
-        if device.zone is not None and device.zone not in zones:
-            yield ("devices", i, "zone"), (
-                f"device {device.id!r} refers to zone {device.zone!r}, which is not defined (defined: {', '.join(zones) or 'none'})"
-            )
-        if device.topic is not None:
-            key = (device.topic, device.channel)
+        for i, entry in entries(f"{kind}s"):
+            if (ident := text(entry, "id")) in seen:
+                yield (f"{kind}s", i, "id"), f"duplicate {kind} id {ident!r}"
+            seen.add(ident)
+    topics: dict[tuple[str, object], str] = {}  # inputs of one module share its topic
+    for i, device in entries("devices"):
+        ident, driver, zone, topic = text(device, "id"), text(device, "driver"), text(device, "zone"), text(device, "topic")
+        if known_drivers is not None and driver is not None and driver not in known_drivers:
+            yield ("devices", i, "driver"), f"device {ident!r} uses unknown driver {driver!r} (known: {', '.join(sorted(known_drivers))})"
+        if zone is not None and zone not in zones:
+            yield ("devices", i, "zone"), f"device {ident!r} refers to zone {zone!r}, which is not defined (defined: {', '.join(zones) or 'none'})"
+        if topic is not None:
+            key = (topic, device.get("channel"))
             if key in topics:
-                yield ("devices", i, "topic"), f"device {device.id!r} uses topic {device.topic!r} of device {topics[key]!r}"
-            topics[key] = device.id
-    for kind in config.incidents:
+                yield ("devices", i, "topic"), f"device {ident!r} uses topic {topic!r} of device {topics[key]!r}"
+            topics[key] = ident
+    incidents = data.get("incidents")
+    for kind in incidents if isinstance(incidents, dict) else ():
         if kind not in IncidentKind.__members__.values():
             yield ("incidents", kind), f"unknown incident kind {kind!r} (known: {', '.join(k.value for k in IncidentKind)})"
     wearers: dict[str, str] = {}
-    for i, guard in enumerate(config.guards):
-        if guard.wearable is None:
+    for i, guard in entries("guards"):
+        ident, wearable = text(guard, "id"), text(guard, "wearable")
+        if wearable is None:
             continue
-        if guard.wearable not in devices:
-            yield ("guards", i, "wearable"), (
-                f"guard {guard.id!r} wears {guard.wearable!r}, which is not among the devices"
-            )
-        elif guard.wearable in wearers:
-            yield ("guards", i, "wearable"), f"guard {guard.id!r} wears {guard.wearable!r}, already worn by {wearers[guard.wearable]!r}"
-        wearers[guard.wearable] = guard.id
-
-
-def _explain(err: dict[str, Any]) -> str:
-    if err["type"] == "string_pattern_mismatch":
-        return f"{err['input']!r} is not a valid id ({_ID_HELP})"
-    if err["type"] == "extra_forbidden":
-        return "unknown key (check the spelling)"
-    if err["type"] == "missing":
-        return "required but missing"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
-
-
-def _at(filename: str, node: yaml.Node) -> str:
-    return f"{filename}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
-
-
-def _node_at(root: yaml.Node, loc: tuple) -> tuple[yaml.Node, tuple]:
-    """The deepest YAML node along a pydantic error location (and the path that reached it)."""
-    node, reached = root, []
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    child = value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-                reached.append(part)  # a missing key: point at the mapping that lacks it
-                continue
-            break
-        node = child
-        reached.append(part)
-    return node, tuple(reached) if reached else tuple(loc)
-
-
-def _key_node(mapping: yaml.Node, name: object) -> yaml.Node | None:
-    if isinstance(mapping, yaml.MappingNode):
-        return next((key for key, _ in mapping.value if key.value == str(name)), None)
-    return None
-
-
-def _duplicate_keys(node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    yield key.value, key
-                seen.add(key.value)
-            yield from _duplicate_keys(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _duplicate_keys(item)
-
-
+        if wearable not in device_ids:
+            yield ("guards", i, "wearable"), f"guard {ident!r} wears {wearable!r}, which is not among the devices"
+        elif wearable in wearers:
+            yield ("guards", i, "wearable"), f"guard {ident!r} wears {wearable!r}, already worn by {wearers[wearable]!r}"
+        wearers[wearable] = ident

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import jsonschema
 from conftest import GUARDLINK, REPO, SCHOOL, stop_process
-from device_drivers.registry import DRIVERS
 
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
 
@@ -79,12 +79,15 @@ def test_edge_police_watch_and_simulate_commands_work_together(mosquitto, police
 
 
 def test_edge_refuses_a_broken_site_file_with_file_line_col(tmp_path: Path):
-    bad = tmp_path / "site.yaml"
-    bad.write_text(SCHOOL.read_text().replace("driver: zigbee2mqtt\n    location: {lat: 40.84172", "driver: zigbe2mqtt\n    location: {lat: 40.84172"))
+    shutil.copytree(SCHOOL.parent.parent / "templates", tmp_path / "templates")
+    (tmp_path / "sites").mkdir()
+    bad = tmp_path / "sites" / "school.yaml"
+    bad.write_text(SCHOOL.read_text().replace("template: aqara-wxkg11lm\n    location: {lat: 40.84172", "template: aqara-wxkg11\n    location: {lat: 40.84172"))
     result = subprocess.run([*GUARDLINK, "edge", "--config", str(bad)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
-    line_no = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "zigbe2mqtt" in line)
-    assert f"{bad}:{line_no}:13: device 'btn-hall' uses unknown driver 'zigbe2mqtt' (known: {', '.join(sorted(DRIVERS))})" in result.stderr
+    line_no = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "aqara-wxkg11\n" in line + "\n")
+    known = ", ".join(sorted(p.stem for p in (tmp_path / "templates").glob("*.yaml")))
+    assert result.stderr.splitlines() == [f"{bad}:{line_no}:15: device 'btn-hall' uses unknown template 'aqara-wxkg11' (known: {known})"]
 
 
 def test_schema_command_prints_the_committed_schema():
