@@ -27,7 +27,7 @@ system-deps:
 
 ## schemas: regenerate the committed JSON Schemas from the models
 schemas: $(STAMP)
-	$(BIN)/guardlink schema escalation > guardlink/schemas/escalation.schema.json
+	$(BIN)/guardlink schema all --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

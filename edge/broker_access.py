@@ -41,8 +41,8 @@ def users_for(config: SiteConfig) -> list[User]:
     root = f"{topics.ROOT}/{site}"
     users = [
         User("edge", "edge node", read=sorted({f for d in config.devices for f in driver(d.driver).watch(site)}), readwrite=[f"{root}/#"]),
-        User("installer", "installer", read=[f"{root}/devices/+/availability", f"{root}/devices/+/config/applied", f"{root}/edge/status"],
-             readwrite=[f"{root}/devices/+/config"]),
+        User("installer", "installer", read=[f"{root}/devices/+/availability", f"{root}/devices/+/config/applied", f"{root}/devices/+/state", f"{root}/edge/status"],
+             readwrite=[f"{root}/devices/+/config", f"{root}/installer/#"]),
     ]
     wearer = {g.wearable: g.id for g in config.guards if g.wearable}
     bridges: dict[str, User] = {}

@@ -13,14 +13,18 @@ import base64
 import hashlib
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from guardlink.siteconfig import Device
 
 CONFIG_SCHEMA = "guardlink.device-config/1"
 PRIVATE_KEY_FILE = "site-signing.key"
@@ -64,6 +68,14 @@ class ConfigReport(BaseModel):
     reason: str | None = None
 
 
+NATIVE_DRIVERS = frozenset({"guardlink_wearable", "guardlink_button"})  # firmware that verifies, applies and reports pushes
+
+
+def effective_config(device: Device) -> dict[str, Any]:
+    """What a device is told: its family and every setting the site file (with its template) gives it."""
+    return device.model_dump(mode="json", exclude={"id", "topic", "location", "zone", "template"}, exclude_none=True)
+
+
 def canonical(doc: dict[str, Any]) -> bytes:
     """The bytes a signature covers."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
@@ -74,11 +86,11 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def sign_config(key: Ed25519PrivateKey, site: str, device: str, version: int, config: dict[str, Any], issued_at: datetime) -> SignedConfig:
-    """Sign a device's configuration."""
+def sign_config(key: Ed25519PrivateKey, site: str, device: str, version: int, config: dict[str, Any], issued_at: str) -> SignedConfig:
+    """Sign a device's configuration (`issued_at`: ISO 8601 UTC)."""
     unsigned = {
         "schema": CONFIG_SCHEMA, "site": site, "device": device, "version": version,
-        "issued_at": issued_at.isoformat(), "config": config, "key_id": key_id(key.public_key()),
+        "issued_at": issued_at, "config": config, "key_id": key_id(key.public_key()),
     }
     signature = base64.b64encode(key.sign(canonical(unsigned))).decode()
     return SignedConfig.model_validate(unsigned | {"signature": signature})

@@ -20,6 +20,11 @@ def guard_alert(site: str, guard: str) -> str:
     return f"{ROOT}/{site}/guards/{guard}/alert"
 
 
+def installer_marker(site: str, nonce: str) -> str:
+    """An installer command's own topic: publishing to it marks the end of the retained messages it asked for."""
+    return f"{ROOT}/{site}/installer/{nonce}"
+
+
 def device_config(site: str, device: str) -> str:
     """Retained, signed configuration for a device."""
     return f"{ROOT}/{site}/devices/{device}/config"
@@ -28,6 +33,11 @@ def device_config(site: str, device: str) -> str:
 def device_config_applied(site: str, device: str) -> str:
     """Where a device reports the configuration version it applied, or why it refused one."""
     return f"{ROOT}/{site}/devices/{device}/config/applied"
+
+
+def device_state(site: str, device: str) -> str:
+    """The edge's retained view of a device: online, last seen, battery, link quality."""
+    return f"{ROOT}/{site}/devices/{device}/state"
 
 
 def device_availability(site: str, device: str) -> str:

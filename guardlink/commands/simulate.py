@@ -31,6 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--rate", type=_positive_float, default=None, metavar="R", help="load run: R messages a second in all (default 100)")
     simulate.add_argument("--site-out", type=Path, default=None, metavar="FILE",
                           help="write the site with the generated devices to FILE (for `guardlink edge --config FILE`)")
+    simulate.add_argument("--public-key", type=Path, default=None, metavar="FILE",
+                          help="site-signing.pub: native devices then verify, apply and report pushed configurations")
     simulate.set_defaults(run=run)
 
 
@@ -44,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
         args.site_out.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
         print(f"wrote {args.site_out} with {len(config.devices)} devices", file=sys.stderr)
     broker = args.broker or BrokerUrl.parse(config.broker)
-    with SiteSimulator(config, broker, seed=args.seed) as simulator:
+    public_key = None
+    if args.public_key:
+        from guardlink.provisioning import load_public_key
+
+        public_key = load_public_key(args.public_key.read_text())
+    with SiteSimulator(config, broker, seed=args.seed, public_key=public_key) as simulator:
         if args.press:
             simulator.report_positions()
             simulator.press(args.press, args.action)
