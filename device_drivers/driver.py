@@ -96,11 +96,12 @@ ACTIONS = frozenset({"single", "double", "triple", "quadruple", "many", "hold", 
 
 
 def press(device: Device, action: str, now: float, **attrs: object) -> Event:
-    """A button press as the site configured that device: duress before panic (a silent alarm stays silent), then test."""
+    """A button press as the site configured that device: duress first (a silent alarm stays silent), then test
+    (which overrides the default panic actions; the site file cannot list an action as both), then panic."""
     kind = (
         EventKind.DURESS if action in device.duress_actions
-        else EventKind.PANIC if action in device.panic_actions
         else EventKind.TEST if action in device.test_actions
+        else EventKind.PANIC if action in device.panic_actions
         else EventKind.BUTTON
     )
     location = device.location.point() if device.location else None

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device_drivers import frigate, guardlink_button, guardlink_wearable, owntracks, shelly, tasmota, zigbee2mqtt
 from device_drivers.registry import DRIVERS, driver
 from guardlink import topics
 from guardlink.geo import EARTH_RADIUS_M, LatLon, haversine_m
+from guardlink.provisioning import NATIVE_DRIVERS, ConfigRefused, ConfigReport, SignedConfig, verify_config
 from guardlink.siteconfig import BrokerUrl, Device, SiteConfig
 
 log = logging.getLogger(__name__)
@@ -93,13 +95,22 @@ class SiteSimulator:
     """The devices of one site, simulated against a real broker; with `habits`, the guards act too."""
 
     def __init__(
-        self, config: SiteConfig, broker: BrokerUrl, *, seed: int | None = None, radius_m: float = 250.0, habits: GuardHabits | None = None
+        self,
+        config: SiteConfig,
+        broker: BrokerUrl,
+        *,
+        seed: int | None = None,
+        radius_m: float = 250.0,
+        habits: GuardHabits | None = None,
+        public_key: Ed25519PublicKey | None = None,
     ) -> None:
         self.config = config
         self.broker = broker
         self.rng = random.Random(seed)
         self.radius_m = radius_m
         self.habits = habits
+        self.public_key = public_key  # with it, native devices verify, apply and report pushed configurations
+        self.applied: dict[str, SignedConfig] = {}  # device -> the configuration it runs
         self.home = config.site.location.point()
         self.walkers = {
             d.id: Walker(_moved(self.home, self.rng.uniform(-radius_m, radius_m), self.rng.uniform(-radius_m, radius_m)), 0.0)
@@ -121,7 +132,7 @@ class SiteSimulator:
         if broker.username:
             self._client.username_pw_set(broker.username, broker.password)
         self._client.on_connect = self._on_connect
-        self._client.on_message = lambda client, userdata, message: self._inbox.put((message.topic, message.payload))
+        self._client.on_message = self._on_message
 
     def __enter__(self) -> SiteSimulator:
         self._client.connect(self.broker.host, self.broker.port, keepalive=30)
@@ -139,10 +150,34 @@ class SiteSimulator:
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode, props: object) -> None:
         if reason.is_failure:
             return
+        site = self.config.site.id
         if self.habits is not None:
-            site = self.config.site.id
             client.subscribe([(topics.guard_offer(site, "+"), 1), (topics.guard_alert(site, "+"), 1)])
+        if self.public_key is not None:
+            native = [d.id for d in self.config.devices if d.driver in NATIVE_DRIVERS]
+            if native:
+                client.subscribe([(topics.device_config(site, d), 1) for d in native])
         self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/config"):
+            self._configure(message.topic.split("/")[-2], message.payload)
+        else:
+            self._inbox.put((message.topic, message.payload))
+
+    def _configure(self, device: str, payload: bytes) -> None:
+        """What native firmware does with a pushed configuration: verify, apply, report (retained)."""
+        site = self.config.site.id
+        current = self.applied.get(device)
+        try:
+            signed = verify_config(payload, self.public_key, site=site, device=device, applied_version=current.version if current else 0)
+        except ConfigRefused as exc:
+            report = ConfigReport(status="refused", version=current.version if current else None, reason=exc.reason)
+            log.warning("event=config_refused device=%s reason=%s", device, exc.reason)
+        else:
+            self.applied[device] = signed
+            report = ConfigReport(status="applied", version=signed.version)
+        self._client.publish(topics.device_config_applied(site, device), report.model_dump_json().encode(), qos=1, retain=True)
 
     def wait_published(self, timeout_s: float = 10.0) -> None:
         """Block until the broker has acknowledged everything published so far."""

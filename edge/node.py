@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from device_drivers.payload import PayloadError, json_object
 from device_drivers.registry import driver
+from edge.device_state import DeviceStates
 from edge.dispatch import Dispatcher, Step
 from edge.guards import GuardBoard
 from edge.intake import Intake
@@ -83,6 +84,7 @@ class EdgeNode:
         self.outbox = Outbox(outbox_path, clock=clock)
         self.dispatcher = Dispatcher(config, self.board, self.outbox.next_sequence)
         self.wearables = WearableWatch(config.wearables)
+        self.device_states = DeviceStates([d.id for d in config.devices])
         self.uplink = PoliceUplink(
             police_broker, config.site.district, config.site.id, self.outbox,
             status=self.status, on_command=self._police_command, status_every_s=status_every_s,
@@ -220,6 +222,7 @@ class EdgeNode:
     def _observe(self, event: Event, now: float) -> list[Step]:
         """Everything an event changes besides alarms: positions, wearables, device conditions."""
         changes = self.supervisor.heard(event)
+        self._device_state(event.device, self.device_states.heard(event, now))
         placed = self.board.observe(event)
         if placed is not None and placed.placed is not None:
             changes += self.wearables.position(
@@ -295,9 +298,15 @@ class EdgeNode:
             for guard, offer in step.offers:
                 await self._publish_site(topics.guard_offer(self.config.site.id, guard), offer.model_dump_json().encode())
 
+    def _device_state(self, device: str, doc: dict[str, object] | None) -> None:
+        if doc is not None:
+            self._spawn(self._publish_site(topics.device_state(self.config.site.id, device), json.dumps(doc).encode(), retain=True))
+
     def _condition(self, change: Change, now: float) -> Step | None:
         """A device or guard condition raised (revision 1) or cleared (a resolving revision)."""
         key = (change.device, change.kind)
+        if change.kind is IncidentKind.DEVICE_OFFLINE:
+            self._device_state(change.device, self.device_states.online(change.device, not change.raised, now))
         log.warning("event=device_condition device=%s kind=%s raised=%s detail=%r", change.device, change.kind.value, change.raised, change.detail)
         if change.raised:
             wearer = self.board.wearer(change.device)
@@ -325,13 +334,13 @@ class EdgeNode:
         alert = PreAlarm(kind=IncidentKind.MAN_DOWN, detail=detail, cancel_within_s=cancel_within_s)
         self._spawn(self._publish_site(topics.guard_alert(self.config.site.id, guard), alert.model_dump_json().encode()))
 
-    async def _publish_site(self, topic: str, payload: bytes) -> None:
+    async def _publish_site(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         client = self._site_client
         if client is None:
             log.warning("event=site_publish_skipped topic=%s reason=site_broker_disconnected", topic)
             return
         try:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, retain=retain)
         except aiomqtt.MqttError as exc:
             log.warning("event=site_publish_failed topic=%s error=%r", topic, str(exc))
 

@@ -95,9 +95,9 @@ class MotionSettings(_Model):
         default=60.0, gt=0, description="time constant under moving objects: roughly how long a stopped person is still seen"
     )
     dilate: int = Field(default=2, ge=0, le=8, description="dilation steps that join the parts of one object")
-    lighting_change: float = Field(
+    relearn_share: float = Field(
         default=0.35, gt=0, le=1,
-        description="share of the frame changing at once that counts as a lighting change (lights, IR switch, lightning), not motion",
+        description="share of the frame changing at once, not explained as lighting, after which the background is relearnt (camera moved or covered)",
     )
     learn_s: float = Field(default=1.0, ge=0, description="after start and after a relearn, time spent learning before motion counts")
     mask: list[list[Point]] = Field(default_factory=list, description="polygons where motion is ignored (trees, timestamp overlays)")

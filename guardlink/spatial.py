@@ -337,7 +337,7 @@ class GuardIndex:
                 beyond = min(
                     ((fy0 + fh) * lat_step - lat) * _M_PER_DEG,
                     (lat - fy0 * lat_step) * _M_PER_DEG,
-                    qcos_r * dx_east * (1 - dx_east * dx_east / 6),
+                    3 * qcos_r * dx_east * (1 - dx_east * dx_east / 6),
                     qcos_r * dx_west * (1 - dx_west * dx_west / 6),
                 )
         while True:

@@ -30,10 +30,7 @@ def reason(call: Any, *args: Any) -> str:
 
 # --- Per-device action mapping: panic, duress, test ----------------------------------------------
 
-BUTTON = Device(
-    id="btn-hall", driver="zigbee2mqtt", location=HALL,
-    panic_actions=["single"], duress_actions=["hold"], test_actions=["double", "hold"],
-)
+BUTTON = Device(id="btn-hall", driver="zigbee2mqtt", location=HALL, panic_actions=["single"], duress_actions=["hold"], test_actions=["double"])
 
 
 @pytest.mark.parametrize(
@@ -43,6 +40,27 @@ BUTTON = Device(
 def test_site_file_maps_each_button_action_to_panic_duress_test_or_nothing(action: str, kind: EventKind) -> None:
     [event] = zigbee2mqtt.decode(encode({"action": action}), BUTTON, NOW)
     assert (event.kind, event.action, event.location) == (kind, action, HALL.point())
+
+
+def test_a_test_action_overrides_the_default_panic_actions() -> None:
+    device = Device(id="b", driver="zigbee2mqtt", test_actions=["double"])
+    kinds = [zigbee2mqtt.decode(encode({"action": a}), device, NOW)[0].kind for a in ("single", "double")]
+    assert kinds == [EventKind.PANIC, EventKind.TEST]
+
+
+@pytest.mark.parametrize("lists", ["panic_actions: [single, double]", "duress_actions: [double]"])
+def test_an_action_listed_as_both_alarm_and_test_is_a_config_error(lists: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_site(
+            f"""
+site: {{id: s, name: S, district: d, location: {{lat: 1, lon: 1}}}}
+police: {{broker: "mqtt://h:1"}}
+devices:
+  - {{id: b, driver: zigbee2mqtt, test_actions: [double], {lists}}}
+""",
+            "s.yaml",
+        )
+    assert info.value.messages == ["s.yaml:5:5: devices.0: device 'b': double cannot be both an alarm and a test action"]
 
 
 def test_a_test_press_reaches_the_police_as_a_test_and_sends_nobody() -> None:

@@ -51,7 +51,6 @@ async def test_a_press_on_every_button_family_escalates_once(school, mosquitto, 
             await wait_until(lambda: sum(e.revision == 1 for e in shown(police)) >= expected, what="an escalation per press")
             await asyncio.sleep(0.2)
     first = {(e.incident.device, e.incident.kind.value) for e in shown(police) if e.revision == 1}
-    print(sorted(first), families)
     assert first == {(d, "sos" if d.startswith("wear") else "panic") for d in families.values()} | {
         ("btn-office", "duress"), ("in-lobby", "test"), ("gate_cam", "intrusion"),
     }

@@ -95,7 +95,7 @@ class Analytics:
         if track is not None:
             x, y, w, h = track.box
             width, height = self.size
-            box = (max(0.0, x / width), max(0.0, y / height), w / width, h / height)
+            box = (max(0.0, float(x) / width), max(0.0, float(y) / height), float(w) / width, float(h) / height)
         return CameraEvent(kind, self.camera, t, frame, track=track.id if track else None, box=box, **fields)
 
     def _zone(self, track: Track, zone: CameraZone, inside: bool, t: float, frame: int) -> list[CameraEvent]:

@@ -24,6 +24,7 @@ import numpy as np
 from guardlink.cameraconfig import MotionSettings, ObjectFilter
 
 NO_BOXES = np.zeros((0, 4), np.int32)
+LIGHTING_SHARE = 0.1  # a change over this share of the frame is checked for being lighting
 LIGHTING_FRAMES = 2  # a global change must last this many frames to be absorbed; shorter is a flash, skipped
 _TONE_BINS = 16
 
@@ -83,7 +84,7 @@ class MotionDetector:
         self._kernel = np.ones((3, 3), np.uint8)
         self._keep = _keep_mask(settings.mask, self.size)
         self._learning_s = settings.learn_s
-        self._global_frames = 0  # consecutive frames with a lighting-sized change
+        self._global_frames = 0  # consecutive frames with a global change
         self._skip_learning = False
         self._started = False
         self.changed_share = 0.0  # share of the frame that differed from the background (after masking)
@@ -109,13 +110,21 @@ class MotionDetector:
             self._skip_learning = True
             return NO_BOXES
         self._difference()
-        if self.changed_share > self.settings.lighting_change:
-            self._global_frames += 1
-            if self._global_frames < LIGHTING_FRAMES:
-                self._skip_learning = True  # maybe a flash: keep the background as it was
-                return NO_BOXES
-            self._absorb_lighting()
-            self._difference()
+        if self.changed_share > LIGHTING_SHARE:
+            relit = self._relit_background()
+            if relit is not None or self.changed_share > self.settings.relearn_share:
+                self._global_frames += 1
+                if self._global_frames < LIGHTING_FRAMES:
+                    self._skip_learning = True  # maybe a flash: keep the background as it was
+                    return NO_BOXES
+                if relit is not None:
+                    self.background[:] = relit
+                    self.lighting_changes += 1
+                else:
+                    self.background[:] = self.blurred
+                    self._learning_s = self.settings.learn_s
+                    self.relearns += 1
+                self._difference()
         self._global_frames = 0
         if self._learning_s > 0:
             self._learning_s -= dt
@@ -157,26 +166,26 @@ class MotionDetector:
             cv2.bitwise_and(self.foreground, self._keep, dst=self.foreground)
         self.changed_share = cv2.countNonZero(self.foreground) / self.area
 
-    def _absorb_lighting(self) -> None:
-        """Map the background through the tone curve to the new frame; relearn if that does not explain the change."""
+    def _relit_background(self) -> np.ndarray | None:
+        """The background mapped through the tone curve to the new frame, if one explains most of the change.
+
+        Lighting changes every pixel of a grey level alike, so the mean new level per background level is a
+        tone curve; real objects are a few outliers in it. A monotone curve that leaves at most a third of the
+        changed pixels unexplained is lighting (lights switched, an IR mode change, a flash).
+        """
         levels = self._background8.ravel()
         bins = levels >> 4
         counts = np.bincount(bins, minlength=_TONE_BINS)
         present = counts >= max(8, self.area // 500)
-        if np.count_nonzero(present) >= 2:
-            level_mean = np.bincount(bins, weights=levels, minlength=_TONE_BINS)[present] / counts[present]
-            new_mean = np.bincount(bins, weights=self.blurred.ravel(), minlength=_TONE_BINS)[present] / counts[present]
-            # A tone curve is monotone; one that is not (a different scene) cannot explain the change.
-            if np.all(np.diff(new_mean) >= -2.0):
-                mapped = np.interp(self.background, level_mean, new_mean).astype(np.float32)
-                residual = cv2.absdiff(self.blurred, cv2.convertScaleAbs(mapped))
-                if np.count_nonzero(residual > self.settings.threshold) <= self.settings.lighting_change * self.area / 2:
-                    self.background[:] = mapped
-                    self.lighting_changes += 1
-                    return
-        self.background[:] = self.blurred
-        self._learning_s = self.settings.learn_s
-        self.relearns += 1
+        if np.count_nonzero(present) < 2:
+            return None
+        level_mean = np.bincount(bins, weights=levels, minlength=_TONE_BINS)[present] / counts[present]
+        new_mean = np.bincount(bins, weights=self.blurred.ravel(), minlength=_TONE_BINS)[present] / counts[present]
+        if np.any(np.diff(new_mean) < -2.0):  # a tone curve never turns darker levels brighter than lighter ones
+            return None
+        relit = np.interp(self.background, level_mean, new_mean).astype(np.float32)
+        unexplained = np.count_nonzero(cv2.absdiff(self.blurred, cv2.convertScaleAbs(relit)) > self.settings.threshold)
+        return relit if unexplained <= self.changed_share * self.area / 3 else None
 
     def _objects(self, boxes: np.ndarray) -> np.ndarray:
         boxes = merge_parts(boxes)

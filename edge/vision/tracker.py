@@ -13,6 +13,7 @@ MIN_IOU = 0.1  # predicted and detected boxes overlapping less than this are mat
 GATE = 1.5  # a detection further than this many track sizes from the prediction is someone else
 SMOOTHING = 0.3  # weight of the prediction in the updated box: steadier bottom-centre points for zones and lines
 VELOCITY_SMOOTHING = 0.6
+SIZE_SMOOTHING = 0.8
 COAST_DAMPING = 0.85  # per missed frame: a lost object is assumed to slow down rather than fly off
 SPLIT_REACH = 0.5  # a new object this close to a tracked one (share of its size) split off from it
 MOVED = 0.3  # of its height: how far an object must go from where it appeared to count as having moved
@@ -27,6 +28,7 @@ class Track:
     last_seen: float
     origin: tuple[float, float]  # bottom-centre where it was first detected
     centre: np.ndarray  # box centre when last matched
+    size: np.ndarray  # typical (w, h): a detection of only part of the object does not shrink it
     id: int | None = None  # given once confirmed
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # of the box, pixels per second
     hits: int = 1
@@ -76,7 +78,7 @@ class Tracker:
             survivors.append(
                 Track(
                     box=box, first_seen=t, last_seen=t, origin=(box[0] + box[2] / 2, box[1] + box[3]),
-                    centre=box[:2] + box[2:] / 2, parent=parent,
+                    centre=box[:2] + box[2:] / 2, size=box[2:].copy(), parent=parent,
                 )
             )
         self.tracks = survivors
@@ -93,6 +95,7 @@ class Tracker:
         track.velocity = VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * (centre - track.centre) / elapsed
         track.box = box
         track.centre = centre
+        track.size = SIZE_SMOOTHING * track.size + (1 - SIZE_SMOOTHING) * box[2:]
         foot = track.foot
         track.moved = track.moved or abs(foot[0] - track.origin[0]) + abs(foot[1] - track.origin[1]) >= MOVED * box[3]
         track.last_seen = t
@@ -121,7 +124,8 @@ class Tracker:
             centres_d = detections[free_d, :2] + detections[free_d, 2:] / 2
             distance = np.linalg.norm(centres_t[:, None, :] - centres_d[None, :, :], axis=2)
             missed = np.array([self.tracks[i].missed_s for i in free_t])
-            reach = (GATE * predicted[free_t, 2:].max(axis=1) * (1 + missed))[:, None]  # a lost object may have gone further
+            sizes = np.array([self.tracks[i].size.max() for i in free_t])
+            reach = (GATE * sizes * (1 + missed))[:, None]  # a lost object may have gone further
             distance[distance > reach] = np.inf
             for a, b in zip(*np.unravel_index(np.argsort(distance, axis=None), distance.shape)):
                 if not np.isfinite(distance[a, b]):

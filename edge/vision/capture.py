@@ -1,0 +1,375 @@
+"""Camera capture: a source's frames as luma planes of one size, ready for the motion core.
+
+- Video (rtsp://, rtsps://, files): an ffmpeg subprocess decodes and emits only the Y plane (the luma plane is
+  the grey image; colour conversion at full size is wasted work), already scaled to twice the detection size,
+  as a YUV4MPEG2 stream on a pipe, which carries its own frame size and rate. When the ring needs JPEGs, a
+  second output of the same decode carries them at the ring's rate and width on another pipe.
+- JPEG (http(s):// MJPEG streams, mqtt:<topic> payloads on the site broker): each JPEG is decoded straight
+  to a reduced greyscale image, so libjpeg skips most of the work; the original JPEGs feed the ring.
+- Without ffmpeg installed, cv2.VideoCapture reads video sources.
+
+A source blocks in `read_into` until the next frame; `close` from another thread ends it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Protocol
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from edge.vision.mjpeg import StreamError, boundary_of, jpeg_parts
+from guardlink.cameraconfig import CameraSettings
+from guardlink.siteconfig import BrokerUrl
+
+log = logging.getLogger(__name__)
+
+OVERSAMPLE = 2  # capture at twice the detection size: the motion core's 2x2 area average takes out pixel noise
+CONNECT_TIMEOUT_S = 10.0
+JpegSink = Callable[[bytes, float], None]  # receives ring frames: JPEG bytes and their time
+
+
+class SourceError(Exception):
+    """A source could not be opened or read; the message says which and why."""
+
+
+class FrameSource(Protocol):
+    """Frames of one camera, all of `shape` (rows, columns)."""
+
+    shape: tuple[int, int]
+    fps: float | None  # the stream's nominal rate, when it declares one
+
+    def read_into(self, out: np.ndarray) -> bool:
+        """Fill `out` with the next frame; False when the stream has ended."""
+        ...
+
+    def close(self) -> None:
+        """Stop; a `read_into` blocked in another thread returns False."""
+        ...
+
+
+def open_source(
+    camera: CameraSettings,
+    *,
+    source: str | None = None,
+    live: bool = True,
+    ring: JpegSink | None = None,
+    broker: BrokerUrl | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FrameSource:
+    """Open a camera's source (or `source`, which overrides it).
+
+    `live` reads files at their own rate, looping, as a camera would deliver them; otherwise a file is read
+    once, as fast as it decodes. `ring` receives JPEG frames for evidence. `broker` is the site broker that
+    mqtt: sources subscribe on.
+    """
+    url = source or camera.source
+    if not url:
+        raise SourceError(f"camera {camera.id!r} has no source")
+    rows = OVERSAMPLE * camera.motion.frame_height
+    if url.startswith("mqtt:"):
+        if broker is None:
+            raise SourceError(f"camera {camera.id!r} reads MQTT topic {url[5:]!r} but no broker was given")
+        return MqttJpegSource(broker, url.removeprefix("mqtt:").lstrip("/"), rows, camera, ring, clock)
+    if url.startswith(("http://", "https://")):
+        return HttpMjpegSource(url, rows, camera, ring, clock)
+    if not url.startswith(("rtsp://", "rtsps://")) and not os.path.exists(url):
+        raise SourceError(f"camera {camera.id!r}: no such file {url!r}")
+    if shutil.which("ffmpeg"):
+        return FfmpegSource(url, rows, camera, live=live, ring=ring, clock=clock)
+    log.warning("event=ffmpeg_missing camera=%s fallback=opencv", camera.id)
+    return OpenCvSource(url, rows, camera, ring, clock)
+
+
+class FfmpegSource:
+    """An ffmpeg subprocess decoding a video source to scaled Y planes (and ring JPEGs when asked)."""
+
+    def __init__(
+        self, url: str, rows: int, camera: CameraSettings, *, live: bool, ring: JpegSink | None, clock: Callable[[], float]
+    ) -> None:
+        self.camera = camera
+        self._clock = clock
+        command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-threads", str(camera.decode_threads)]
+        if url.startswith(("rtsp://", "rtsps://")):
+            command += ["-rtsp_transport", "tcp", "-timeout", str(int(CONNECT_TIMEOUT_S * 1e6))]
+        elif live:
+            command += ["-re", "-stream_loop", "-1"]  # a file as a camera: its own rate, forever
+        command += ["-i", url, "-filter_threads", "1"]
+        luma = f"extractplanes=y,scale=-2:{rows}:flags=fast_bilinear"
+        if camera.detect_fps:
+            luma = f"fps={camera.detect_fps}," + luma
+        ring_read = ring_write = None
+        if ring is None:
+            command += ["-map", "0:v:0", "-vf", luma, "-f", "yuv4mpegpipe", "pipe:1"]
+        else:
+            ring_read, ring_write = os.pipe()
+            evidence = camera.evidence
+            command += [
+                "-filter_complex", f"[0:v:0]split=2[a][b];[a]{luma}[luma];[b]fps={evidence.fps},scale={evidence.width}:-2[ring]",
+                "-map", "[luma]", "-f", "yuv4mpegpipe", "pipe:1",
+                "-map", "[ring]", "-c:v", "mjpeg", "-q:v", str(_mjpeg_scale(evidence.quality)), "-f", "mpjpeg", f"pipe:{ring_write}",
+            ]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(ring_write,) if ring_write else ()
+        )
+        self._stderr: list[bytes] = []
+        threading.Thread(target=self._drain_stderr, name=f"ffmpeg-log-{camera.id}", daemon=True).start()
+        if ring_write is not None:
+            os.close(ring_write)
+            threading.Thread(target=self._read_ring, args=(ring_read, ring), name=f"ring-{camera.id}", daemon=True).start()
+        self._stdout = self._process.stdout
+        header = self._stdout.readline(256)
+        if not header.startswith(b"YUV4MPEG2 "):
+            self.close()
+            raise SourceError(f"camera {camera.id!r}: ffmpeg could not read {url!r}: {self.error() or 'no output'}")
+        fields = {part[:1]: part[1:] for part in header.split()[1:]}
+        if fields.get(b"C", b"mono") != b"mono":
+            self.close()
+            raise SourceError(f"camera {camera.id!r}: ffmpeg sent colour frames ({fields[b'C']!r}), expected the Y plane")
+        self.shape = (int(fields[b"H"]), int(fields[b"W"]))
+        numerator, _, denominator = fields.get(b"F", b"0:1").partition(b":")
+        self.fps = int(numerator) / int(denominator or b"1") if int(numerator) else None
+
+    def read_into(self, out: np.ndarray) -> bool:
+        try:
+            if not self._stdout.readline(64).startswith(b"FRAME"):
+                return False
+            view = memoryview(out).cast("B")
+            filled = 0
+            while filled < len(view):
+                count = self._stdout.readinto(view[filled:])
+                if not count:
+                    return False
+                filled += count
+            return True
+        except ValueError:  # closed from another thread
+            return False
+
+    def error(self) -> str:
+        """What ffmpeg said on stderr (its last lines)."""
+        return b"".join(self._stderr[-5:]).decode(errors="replace").strip()
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process.stdout.close()
+
+    def _drain_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr = [*self._stderr[-20:], line]
+
+    def _read_ring(self, fd: int, ring: JpegSink) -> None:
+        with os.fdopen(fd, "rb") as stream:
+            try:
+                for jpeg in jpeg_parts(stream):
+                    ring(jpeg, self._clock())
+            except StreamError as exc:
+                log.warning("event=ring_stream_broken camera=%s error=%r", self.camera.id, str(exc))
+
+
+class JpegDecoder:
+    """JPEG bytes to a greyscale frame of one fixed size; decodes at 1/2, 1/4 or 1/8 scale when that is enough."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.shape: tuple[int, int] | None = None
+        self._flag = cv2.IMREAD_REDUCED_GRAYSCALE_8  # the first image is only looked at for its size
+
+    def decode(self, jpeg: bytes) -> np.ndarray | None:
+        """The greyscale image (reduced as far as it stays at least `rows` high); None if it is not a JPEG."""
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), self._flag)
+        if image is None:
+            return None
+        if self.shape is None:
+            full = image.shape[0] * 8
+            reduction = next((r for r in (8, 4, 2) if full // r >= self.rows), 1)
+            self._flag = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                          2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 1: cv2.IMREAD_GRAYSCALE}[reduction]
+            if reduction != 8:
+                image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), self._flag)
+            self.shape = image.shape
+        return image
+
+    def decode_into(self, jpeg: bytes, out: np.ndarray) -> bool:
+        """Decode into `out` (resized if the camera changed its resolution); False if it is not a JPEG."""
+        image = self.decode(jpeg)
+        if image is None:
+            return False
+        if image.shape == out.shape:
+            np.copyto(out, image)
+        else:
+            cv2.resize(image, (out.shape[1], out.shape[0]), dst=out, interpolation=cv2.INTER_AREA)
+        return True
+
+
+class _JpegSource:
+    """Shared by the JPEG sources: the first image fixes the frame size."""
+
+    fps = None
+
+    def __init__(self, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
+        self.camera = camera
+        self._decoder = JpegDecoder(rows)
+        self._ring = ring
+        self._clock = clock
+        self._pending: bytes | None = None
+
+    def _start(self) -> None:
+        """Read the first image to learn the frame size."""
+        first = self._next_jpeg()
+        if first is None or self._decoder.decode(first) is None:
+            self.close()
+            raise SourceError(f"camera {self.camera.id!r}: no JPEG image from {self.describe()}")
+        self._pending = first
+        self.shape = self._decoder.shape
+
+    def read_into(self, out: np.ndarray) -> bool:
+        while True:
+            jpeg, self._pending = self._pending or self._next_jpeg(), None
+            if jpeg is None:
+                return False
+            if self._ring is not None:
+                self._ring(jpeg, self._clock())
+            if self._decoder.decode_into(jpeg, out):
+                return True
+            log.warning("event=bad_jpeg camera=%s bytes=%d", self.camera.id, len(jpeg))
+
+    def _next_jpeg(self) -> bytes | None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class HttpMjpegSource(_JpegSource):
+    """An HTTP MJPEG stream (multipart/x-mixed-replace), as most IP cameras serve one."""
+
+    def __init__(self, url: str, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
+        super().__init__(rows, camera, ring, clock)
+        self.url = url
+        try:
+            self._response = urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
+            raise SourceError(f"camera {camera.id!r}: cannot open {url}: {exc}") from None
+        self._parts = jpeg_parts(self._response, boundary_of(self._response.headers.get("Content-Type", "")))
+        self._start()
+
+    def describe(self) -> str:
+        return self.url
+
+    def _next_jpeg(self) -> bytes | None:
+        try:
+            return next(self._parts, None)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # includes StreamError and a closed response
+            log.info("event=mjpeg_stream_ended camera=%s reason=%r", self.camera.id, str(exc))
+            return None
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class MqttJpegSource(_JpegSource):
+    """JPEG payloads on an MQTT topic (ESP32-class cameras, NVR snapshots); only the newest waiting one is used."""
+
+    def __init__(
+        self, broker: BrokerUrl, topic: str, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]
+    ) -> None:
+        super().__init__(rows, camera, ring, clock)
+        self.broker, self.topic = broker, topic
+        self.dropped = 0  # payloads replaced by a newer one before they were decoded
+        self._latest: bytes | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"guardlink-camera-{camera.id}")
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password)
+        self._client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=0)
+        self._client.on_message = self._arrived
+        self._client.reconnect_delay_set(0.5, 10)
+        try:
+            self._client.connect(broker.host, broker.port)
+        except OSError as exc:
+            raise SourceError(f"camera {camera.id!r}: cannot reach {broker}: {exc}") from None
+        self._client.loop_start()
+        self._start()
+
+    def describe(self) -> str:
+        return f"topic {self.topic!r} on {self.broker} within {CONNECT_TIMEOUT_S:.0f} s"
+
+    def _arrived(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            if self._latest is not None:
+                self.dropped += 1
+            self._latest = message.payload
+            self._cond.notify()
+
+    def _next_jpeg(self) -> bytes | None:
+        with self._cond:
+            # The first image must come within the connect timeout; after that, wait as long as it takes.
+            timeout = CONNECT_TIMEOUT_S if self.shape_unknown else None
+            self._cond.wait_for(lambda: self._latest is not None or self._closed, timeout)
+            jpeg, self._latest = self._latest, None
+            return None if self._closed else jpeg
+
+    @property
+    def shape_unknown(self) -> bool:
+        return self._decoder.shape is None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class OpenCvSource:
+    """cv2.VideoCapture, for video sources when ffmpeg is not installed (colour decode, then grey: slower)."""
+
+    def __init__(self, url: str, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
+        self.camera = camera
+        self._ring, self._clock = ring, clock
+        self._capture = cv2.VideoCapture(url)
+        if not self._capture.isOpened():
+            raise SourceError(f"camera {camera.id!r}: OpenCV cannot open {url!r}")
+        width, height = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.shape = (rows, max(1, round(width * rows / height)))
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
+        self._ring_at = float("-inf")
+
+    def read_into(self, out: np.ndarray) -> bool:
+        ok, frame = self._capture.read()
+        if not ok:
+            return False
+        cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (out.shape[1], out.shape[0]), dst=out, interpolation=cv2.INTER_AREA)
+        now = self._clock()
+        if self._ring is not None and now - self._ring_at >= 1 / self.camera.evidence.fps:
+            self._ring_at = now
+            width = self.camera.evidence.width
+            small = cv2.resize(frame, (width, max(1, round(frame.shape[0] * width / frame.shape[1]))), interpolation=cv2.INTER_AREA)
+            self._ring(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self.camera.evidence.quality])[1].tobytes(), now)
+        return True
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+def _mjpeg_scale(quality: int) -> int:
+    """ffmpeg's MJPEG -q:v (2 best .. 31 worst) for a JPEG quality of 10..100."""
+    return max(2, min(31, round(2 + (100 - quality) * 29 / 90)))
