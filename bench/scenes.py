@@ -238,11 +238,11 @@ def yard_walkers(duration_s: float, seed: int) -> list[Walker]:
         if kind == 0:  # from the right edge into the zone, out at the bottom or back right
             path = [(0.98, u(0.5, 0.9)), (u(0.45, 0.65), u(0.6, 0.85)), (u(0.4, 0.95), 0.995) if rng.random() < 0.5 else (0.98, u(0.5, 0.9))]
         elif kind == 1:  # over the fence from the left, then away up the left side
-            path = [(0.01, u(0.45, 0.85)), (u(0.22, 0.28), u(0.45, 0.85)), (u(0.25, 0.3), 0.36), (u(0.25, 0.3), 0.0)]
+            path = [(0.01, u(0.45, 0.8)), (u(0.19, 0.23), u(0.45, 0.8)), (u(0.22, 0.28), 0.36), (u(0.25, 0.3), 0.0)]
         elif kind == 2:  # along the top, past the zone, out at the top
             path = [(0.98, u(0.34, 0.4)), (u(0.3, 0.4), u(0.33, 0.38)), (u(0.3, 0.4), 0.0)]
         else:  # out over the fence to the left, from the bottom
-            path = [(u(0.2, 0.3), 0.995), (u(0.2, 0.28), u(0.6, 0.8)), (0.01, u(0.45, 0.85))]
+            path = [(u(0.17, 0.21), 0.995), (u(0.17, 0.21), u(0.6, 0.8)), (0.01, u(0.45, 0.85))]
         speed = u(0.07, 0.1)  # frame widths per second: a walk across a yard
         waypoints, at = [], t
         for k, (x, y) in enumerate(path):
