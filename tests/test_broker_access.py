@@ -173,3 +173,72 @@ async def test_the_edge_still_sees_everything_it_needs(locked_broker, school, po
     escalation = Escalation.from_json(police.payloads()[0])
     assert escalation.incident.device == "btn-gate" and escalation.assignments
     assert node.intake.rejections.total == 0
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A CA-less self-signed certificate for 127.0.0.1 (the certificate is its own CA)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_certificates_add_a_tls_listener_that_authenticates_too(tmp_path):
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    port, tls_port = free_tcp_port(), free_tcp_port()
+    out = tmp_path / "broker"
+    result = subprocess.run(
+        [*GUARDLINK, "broker-config", str(SCHOOL), "--out", str(out), "--bind", "127.0.0.1", "--port", str(port),
+         "--tls-ca", str(cert), "--tls-cert", str(cert), "--tls-key", str(key), "--tls-port", str(tls_port)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    passwords = dict(line.split() for line in (out / "credentials.txt").read_text().splitlines() if not line.startswith("#"))
+    conf = out / "mosquitto.conf"
+    if os.geteuid() == 0:
+        conf.write_text("user root\n" + conf.read_text())
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=(tmp_path / "log").open("w"))
+    try:
+        assert _wait_listening(proc, tls_port, 10), (tmp_path / "log").read_text()
+        connected = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.tls_set(ca_certs=str(cert), cert_reqs=ssl.CERT_REQUIRED)
+        client.username_pw_set("installer", passwords["installer"])
+        client.on_connect = lambda c, u, f, reason, p: connected.set() if not reason.is_failure else None
+        client.connect("127.0.0.1", tls_port)
+        client.loop_start()
+        try:
+            assert connected.wait(10), "TLS connection with the installer's password"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        stop_process(proc)
+
+
+def test_half_the_tls_options_is_an_error(tmp_path):
+    result = subprocess.run(
+        [*GUARDLINK, "broker-config", str(SCHOOL), "--out", str(tmp_path), "--tls-cert", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert result.returncode == 2 and "--tls-ca, --tls-cert and --tls-key together" in result.stderr
