@@ -28,7 +28,13 @@ from gateway.telemetry import (
 )
 from guardlink import topics
 from guardlink.models import Escalation
-from guardlink.siteconfig import ConfigError, SiteConfig, Telemetry, parse_site
+from guardlink.siteconfig import (
+    ConfigError,
+    SiteConfig,
+    Telemetry,
+    load_templates,
+    parse_site,
+)
 
 DASHBOARD = REPO / "firmware_configs" / "grafana" / "guardlink.json"
 
@@ -89,11 +95,12 @@ def test_a_bad_influxdb_url_in_the_environment_names_the_variable():
 
 def test_site_file_telemetry_and_metrics_sections_are_checked_with_their_position():
     site = (REPO / "firmware_configs" / "sites" / "school.yaml").read_text()
-    good = parse_site(site + "telemetry:\n  url: http://127.0.0.1:8086\n  bucket: school\nmetrics:\n  listen: 127.0.0.1:9464\n", "s.yaml")
+    templates = load_templates(REPO / "firmware_configs" / "templates")
+    good = parse_site(site + "telemetry:\n  url: http://127.0.0.1:8086\n  bucket: school\nmetrics:\n  listen: 127.0.0.1:9464\n", "s.yaml", templates=templates)
     assert (good.telemetry.url, good.telemetry.bucket, good.telemetry.org, good.metrics.listen) == ("http://127.0.0.1:8086", "school", "guardlink", "127.0.0.1:9464")
     lines = site.count("\n")
     with pytest.raises(ConfigError) as caught:
-        parse_site(site + "telemetry:\n  url: ftp://x\n  buffer_pts: 5\nmetrics:\n  listen: localhost\n", "s.yaml")
+        parse_site(site + "telemetry:\n  url: ftp://x\n  buffer_pts: 5\nmetrics:\n  listen: localhost\n", "s.yaml", templates=templates)
     assert caught.value.messages == [
         f"s.yaml:{lines + 2}:8: telemetry.url: telemetry URL 'ftp://x' must be http(s)://host:port, e.g. http://127.0.0.1:8086",
         f"s.yaml:{lines + 3}:3: telemetry.buffer_pts: unknown key (check the spelling)",
