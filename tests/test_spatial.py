@@ -9,7 +9,15 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
 
 from guardlink.geo import LatLon, haversine_m
 from guardlink.spatial import GuardIndex
@@ -49,7 +57,8 @@ def district(seed: int, n: int, clusters: int, spread_m: float, duplicates: floa
     guards: dict[str, Known] = {}
     for i in range(n):
         if guards and rng.random() < duplicates:
-            lat, lon = (lambda g: (g.lat, g.lon))(rng.choice(list(guards.values())))
+            twin = rng.choice(list(guards.values()))
+            lat, lon = twin.lat, twin.lon
         else:
             lat, lon = offset(*rng.choice(centres), rng.gauss(0, spread_m), rng.gauss(0, spread_m))
         roles = frozenset(r for r in ROLES if rng.random() < 0.4)
@@ -195,9 +204,9 @@ test_index_matches_brute_force_through_updates = IndexMatchesBruteForce.TestCase
 @pytest.mark.parametrize(
     "layout",
     [
-        dict(seed=1, n=1_500, clusters=3, spread_m=40.0, duplicates=0.05, available=0.8),
-        dict(seed=2, n=1_500, clusters=6, spread_m=400.0, duplicates=0.0, available=1.0),
-        dict(seed=3, n=800, clusters=2, spread_m=2_000.0, duplicates=0.3, available=0.5),
+        {"seed": 1, "n": 1_500, "clusters": 3, "spread_m": 40.0, "duplicates": 0.05, "available": 0.8},
+        {"seed": 2, "n": 1_500, "clusters": 6, "spread_m": 400.0, "duplicates": 0.0, "available": 1.0},
+        {"seed": 3, "n": 800, "clusters": 2, "spread_m": 2_000.0, "duplicates": 0.3, "available": 0.5},
     ],
 )
 def test_many_queries_at_cell_scale_match_brute_force(layout: dict) -> None:
@@ -266,14 +275,30 @@ def test_nothing_is_found_in_an_empty_index_or_for_a_role_nobody_has() -> None:
 def test_guards_far_from_the_query_are_still_found() -> None:
     guards = district(seed=3, n=2_000, clusters=4, spread_m=300, duplicates=0.0, available=1.0)
     index = index_of(guards)
-    for lat, lon in [offset(*HOHHOT, 200_000, 0), offset(*HOHHOT, 0, -300_000), (-33.9, 151.2)]:
-        assert index.nearest(lat, lon, k=4) == brute_force(guards, lat, lon, 4)
+    far_away = [offset(*HOHHOT, north, east) for north in (-200_000, -30_000, 0, 30_000, 200_000) for east in (-300_000, -30_000, 0, 30_000, 300_000)]
+    for lat, lon in [*far_away, (-33.9, 151.2)]:
+        for k in (1, 4, 12):
+            assert index.nearest(lat, lon, k=k) == brute_force(guards, lat, lon, k)
+
+
+def test_queries_all_around_and_outside_the_guards_area_match_brute_force() -> None:
+    # A lattice of queries from ~10 km outside the guards' bounding box, across it, to ~10 km beyond:
+    # the search box then starts outside the occupied cells on every side and in every corner.
+    guards = district(seed=0, n=500, clusters=2, spread_m=1_500, duplicates=0.0, available=1.0)
+    index = index_of(guards)
+    lats, lons = [g.lat for g in guards.values()], [g.lon for g in guards.values()]
+    for i in range(21):
+        for j in range(21):
+            lat = min(lats) - 0.1 + (max(lats) - min(lats) + 0.2) * i / 20
+            lon = min(lons) - 0.13 + (max(lons) - min(lons) + 0.26) * j / 20
+            for k in (1, 12):
+                assert index.nearest(lat, lon, k=k) == brute_force(guards, lat, lon, k), (lat, lon, k)
 
 
 def test_a_guard_far_from_all_others_is_found_near_it() -> None:
     guards = district(seed=4, n=300, clusters=1, spread_m=100, duplicates=0.0, available=1.0)
     index = index_of(guards)
-    ranger = sorted(guards)[0]
+    ranger = min(guards)
     for gid, (north, east) in {"outpost": (8_000, 0), ranger: (0, -9_000)}.items():
         lat, lon = offset(*HOHHOT, north, east)
         if gid == "outpost":  # a new guard joins out there
