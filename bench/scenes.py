@@ -78,7 +78,7 @@ class Scene:
 
     @property
     def frame_count(self) -> int:
-        return int(round(self.duration_s * self.fps))
+        return round(self.duration_s * self.fps)
 
     def time(self, index: int) -> float:
         return index / self.fps
@@ -143,10 +143,11 @@ class Scene:
     def write(self, path: Path, bitrate: str | None = None, keyframe_s: float = 2.0) -> Path:
         """Encode the scene as an H.264 MP4 with ffmpeg: constant quality, or a camera-like constant `bitrate` ('4M')."""
         rate = ["-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate] if bitrate else ["-crf", "20"]
+        # x264's output depends on its thread count: a fixed one makes the same clip on every machine.
         command = [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
             "-s", f"{self.width}x{self.height}", "-r", f"{self.fps}", "-i", "-",
-            "-c:v", "libx264", "-preset", "veryfast", *rate, "-g", str(int(self.fps * keyframe_s)),
+            "-c:v", "libx264", "-preset", "veryfast", "-threads", "2", *rate, "-g", str(int(self.fps * keyframe_s)),
             "-pix_fmt", "yuv420p", str(path),
         ]
         with subprocess.Popen(command, stdin=subprocess.PIPE) as encoder:
@@ -232,9 +233,12 @@ def yard_walkers(duration_s: float, seed: int) -> list[Walker]:
     rng = np.random.default_rng(seed)
     walkers: list[Walker] = []
     t = 0.5
+
+    def u(lo: float, hi: float) -> float:
+        return float(rng.uniform(lo, hi))
+
     while t < duration_s - 10:
-        u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
-        kind = len(walkers) % 4
+        kind = (0, 1, 0, 3, 2)[len(walkers) % 5]  # as many entries into the zone as crossings of the fence
         if kind == 0:  # from the right edge into the zone, out at the bottom or back right
             path = [(0.98, u(0.5, 0.9)), (u(0.45, 0.65), u(0.6, 0.85)), (u(0.4, 0.95), 0.995) if rng.random() < 0.5 else (0.98, u(0.5, 0.9))]
         elif kind == 1:  # over the fence from the left, then away up the left side

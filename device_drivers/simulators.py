@@ -124,6 +124,8 @@ class SiteSimulator:
         self.boot = time.time_ns() // 1_000_000  # native devices' boot counter: a new simulator is a new boot
         self._seq: dict[str, int] = {}
         self._in_flight: list[mqtt.MQTTMessageInfo] = []
+        self._prune_at = 1000
+        self._health: dict[str, tuple[int, int]] = {}  # device -> (battery %, link quality) it reports
         self._inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._agenda: list[_Action] = []
         self._order = itertools.count()
@@ -279,19 +281,23 @@ class SiteSimulator:
     def routine(self, device: Device) -> tuple[str, bytes]:
         """The topic and payload of one everyday message of `device`; each gives the edge exactly one event."""
         topic, rng = self._topic(device), self.rng
-        battery, now = rng.randint(40, 100), time.time()
+        # A device's battery and radio drift slowly, as real ones do: what it reports changes now and then, not every time.
+        battery, linkquality = self._health.setdefault(device.id, (rng.randint(40, 100), rng.randint(30, 255)))
+        if rng.random() < 0.01:
+            self._health[device.id] = (max(0, battery - 1), max(0, min(255, linkquality + rng.randint(-5, 5))))
+        now = time.time()
         if device.driver == "zigbee2mqtt":
-            return topic, json.dumps({"battery": battery, "linkquality": rng.randint(30, 255)}).encode()
+            return topic, json.dumps({"battery": battery, "linkquality": linkquality}).encode()
         if device.driver == "shelly":
             return shelly.battery_topic(topic), str(battery).encode()
         if device.driver == "shelly_rpc":
             return topic, shelly.rpc_status_payload(topic.removesuffix("/events/rpc"), battery, now)
         if device.driver == "tasmota":
-            return tasmota.telemetry_topic(topic), tasmota.state_payload(rng.randint(60, 10**6), rng.randint(30, 100))
+            return tasmota.telemetry_topic(topic), tasmota.state_payload(rng.randint(60, 10**6), linkquality * 100 // 255)
         if device.driver == "frigate":
             return topic, rng.choice((b"ON", b"OFF"))
         if device.driver == "guardlink_button":
-            return topic, guardlink_button.status_payload(self._next_seq(device.id), battery, rng.randint(-90, -40), self.boot)
+            return topic, guardlink_button.status_payload(self._next_seq(device.id), battery, -40 - linkquality // 5, self.boot)
         walker = self.walkers.get(device.id)
         point = walker.point if walker else self.home
         if device.driver == "owntracks":
@@ -449,8 +455,9 @@ class SiteSimulator:
         self._send(self._topic(device), payload)
 
     def _send(self, topic: str, payload: bytes) -> None:
-        if len(self._in_flight) > 1000:
+        if len(self._in_flight) >= self._prune_at:  # prune when the list has doubled: linear, however far the broker lags
             self._in_flight = [i for i in self._in_flight if not i.is_published()]
+            self._prune_at = max(1000, 2 * len(self._in_flight))
         self._in_flight.append(self._client.publish(topic, payload, qos=1))
         self.sent += 1
 

@@ -1,7 +1,9 @@
 """Each device as the edge sees it (online, last seen, battery, link quality), for installers' status views.
 
-Published retained on `guardlink/<site>/devices/<device>/state` when something an installer cares about
-changes, and at most every `every_s` otherwise, so a status query always finds a recent answer.
+Published retained on `guardlink/<site>/devices/<device>/state`: at once when a device goes offline or
+comes back; when its battery or link quality changes, at most every `min_interval_s` (a flood of
+reports must not become a flood of publishes); and at least every `every_s` while it is heard, so a
+status query always finds a recent last-seen.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ class _State:
 class DeviceStates:
     """Pure bookkeeping; the caller publishes the documents it is given."""
 
-    def __init__(self, devices: list[str], every_s: float = 60.0) -> None:
+    def __init__(self, devices: list[str], every_s: float = 60.0, min_interval_s: float = 10.0) -> None:
         self.every_s = every_s
+        self.min_interval_s = min_interval_s
         self.states = {d: _State() for d in devices}
 
     def heard(self, event: Event, now: float) -> dict[str, object] | None:
@@ -38,7 +41,7 @@ class DeviceStates:
             state.battery = event.battery
         if event.linkquality is not None:
             state.linkquality = event.linkquality
-        return self._due(state, now)
+        return self._due(state, now, urgent=False)
 
     def online(self, device: str, online: bool, now: float) -> dict[str, object] | None:
         """The device went offline or came back."""
@@ -46,12 +49,14 @@ class DeviceStates:
         if state is None:
             return None
         state.online = online
-        return self._due(state, now)
+        return self._due(state, now, urgent=True)
 
-    def _due(self, state: _State, now: float) -> dict[str, object] | None:
+    def _due(self, state: _State, now: float, *, urgent: bool) -> dict[str, object] | None:
         key = (state.online, state.battery, state.linkquality)
-        if key == state.published and state.published_at is not None and now - state.published_at < self.every_s:
-            return None
+        if state.published_at is not None and not urgent:
+            since = now - state.published_at
+            if since < self.min_interval_s or (key == state.published and since < self.every_s):
+                return None
         state.published, state.published_at = key, now
         return {
             "online": state.online,

@@ -21,6 +21,7 @@ from guardlink.models import (
     CommandKind,
     Escalation,
     EscalationStatus,
+    Evidence,
     GuardState,
     Incident,
     Location,
@@ -155,6 +156,11 @@ class Dispatcher:
         job = self.jobs.get(escalation_id)
         return self._finish(job, EscalationStatus.RESOLVED, now, {}, detail=detail) if job else None
 
+    def attach(self, escalation_id: str, evidence: Evidence, now: float) -> Step | None:
+        """A camera's snapshot or clip for an open escalation; None when it is closed already."""
+        job = self.jobs.get(escalation_id)
+        return self._revise(job, now, {}, evidence=[*job.escalation.evidence, evidence]) if job else None
+
     # -- internals -------------------------------------------------------------------------------
 
     def _pass_on(self, job: Job, guard: str, state: AssignmentState, now: float) -> Step:
@@ -183,6 +189,7 @@ class Dispatcher:
         status: EscalationStatus | None = None,
         acknowledged_by: str | None = None,
         detail: str | None = None,
+        evidence: list[Evidence] | None = None,
     ) -> Step:
         """The next revision: apply assignment changes, top up offers (unless final), work out the status."""
         assignments = [
@@ -196,7 +203,7 @@ class Dispatcher:
             status = _status(job, assignments)
         job.escalation = revised(
             job.escalation, status=status, now=now, sequence=self.sequence(), assignments=assignments,
-            acknowledged_by=acknowledged_by, detail=detail,
+            acknowledged_by=acknowledged_by, detail=detail, evidence=evidence,
         )
         return Step(job.escalation, self._offers(job.escalation, offered) + self._offers(job.escalation, withdrawn, withdrawn=True))
 

@@ -7,6 +7,7 @@ from guardlink.models import (
     Assignment,
     Escalation,
     EscalationStatus,
+    Evidence,
     Incident,
     Location,
     Offer,
@@ -41,11 +42,14 @@ def revised(
     assignments: list[Assignment] | None = None,
     acknowledged_by: str | None = None,
     detail: str | None = None,
+    evidence: list[Evidence] | None = None,
 ) -> Escalation:
     """The same escalation (same id) one revision on."""
     update: dict[str, object] = {"revision": escalation.revision + 1, "sequence": sequence, "status": status, "issued_at": iso(now)}
     if assignments is not None:
         update["assignments"] = assignments
+    if evidence is not None:
+        update["evidence"] = evidence
     if acknowledged_by is not None:
         update["acknowledged_by"] = acknowledged_by
     if detail is not None:

@@ -20,10 +20,20 @@ from device_drivers.registry import driver
 from edge.device_state import DeviceStates
 from edge.dispatch import Dispatcher, Step
 from edge.guards import GuardBoard
+from edge.homeassistant import discovery, guard_state, incidents_state
 from edge.intake import Intake
 from edge.monitor import SiteMonitor
-from edge.rules import ALARM_EVENTS, CONDITIONS, condition_incident, incident_for
+from edge.rules import (
+    ALARM_EVENTS,
+    CAMERA_CONDITIONS,
+    CONDITIONS,
+    camera_incident,
+    condition_incident,
+    incident_for,
+)
 from edge.supervision import Change, Supervisor
+from edge.vision.events import CameraEvent, CameraEventKind
+from edge.vision.process import CameraProcess
 from edge.wearables import WearableWatch
 from gateway.connection import Client, stay_connected
 from gateway.outbox import Outbox
@@ -31,8 +41,10 @@ from gateway.uplink import PoliceUplink
 from guardlink import topics
 from guardlink.models import (
     Answer,
+    Escalation,
     Event,
     EventKind,
+    Evidence,
     GuardState,
     Incident,
     IncidentKind,
@@ -74,7 +86,9 @@ class EdgeNode:
         outbox_path: Path,
         clock: Callable[[], float] = time.time,
         status_every_s: float = 10.0,
+        evidence_dir: Path | None = None,
     ) -> None:
+        """`evidence_dir` holds camera snapshots and clips (default: `evidence` next to the outbox)."""
         self.config = config
         self.site_broker = site_broker
         self.clock = clock
@@ -101,6 +115,15 @@ class EdgeNode:
         self._status_topic = topics.edge_status(config.site.id)
         self._reply_filter = topics.guard_reply(config.site.id, "+")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._shown_guards: dict[str, tuple[GuardState, str | None]] = {}  # as last published for Home Assistant
+        self.cameras = {
+            camera.id: CameraProcess(
+                camera, on_event=self._camera_event, on_evidence=self._camera_evidence, broker=site_broker,
+                evidence_dir=evidence_dir or outbox_path.parent / "evidence",
+            )
+            for camera in config.cameras
+        }
+        self._camera_quiet_until: dict[tuple[str, str, str | None], float] = {}  # (camera, kind, zone or line): cooldown
         self.monitor = SiteMonitor(self)  # /metrics and telemetry; last, as it reads the parts above
 
     def status(self) -> dict[str, object]:
@@ -112,6 +135,7 @@ class EdgeNode:
             "open_escalations": len(self.dispatcher.jobs),
             "rejected_payloads": self.intake.rejections.total,
             "health": {"outbox": self.outbox.health, "site_broker": "connected" if self.site_connected else "disconnected"},
+            **({"cameras": {camera: process.stats for camera, process in self.cameras.items()}} if self.cameras else {}),
         }
 
     async def run(self) -> None:
@@ -129,6 +153,8 @@ class EdgeNode:
                 tasks.create_task(self.uplink.run())
                 tasks.create_task(self.monitor.run())
                 tasks.create_task(self._tick())
+                for camera in self.cameras.values():
+                    tasks.create_task(camera.run())
                 tasks.create_task(
                     stay_connected(
                         self.site_broker, self._site_session, identifier=f"guardlink-edge-{site.id}",
@@ -165,6 +191,11 @@ class EdgeNode:
         self.site_connected = True
         self.ready.set()
         log.info("event=edge_ready site=%s subscriptions=%s", self.config.site.id, ",".join(self.intake.filters))
+        if self.config.home_assistant is not None:
+            for topic, payload in discovery(self.config, self.config.home_assistant.prefix):
+                self._spawn(self._publish_site(topic, payload, retain=True))
+            self._shown_guards.clear()
+            self._home_assistant()
         try:
             async for batch in client.batches():
                 # Each message is evaluated here, in arrival order, so sequence numbers follow arrival; what must
@@ -260,6 +291,7 @@ class EdgeNode:
             await asyncio.sleep(self.config.supervision.check_every_s)
             now = self.clock()
             self.board.refresh_duty(now)
+            self._home_assistant()  # shifts start and end
             steps = [step for change in self.supervisor.overdue(now) if (step := self._condition(change, now))]
             for device, detail in self.wearables.man_down(now):
                 steps.append(self.dispatcher.open(self._man_down(device, detail, now), now))
@@ -297,6 +329,19 @@ class EdgeNode:
             )
             for guard, offer in step.offers:
                 await self._publish_site(topics.guard_offer(self.config.site.id, guard), offer.model_dump_json().encode())
+        self._home_assistant(steps[-1].escalation if steps else None)
+
+    def _home_assistant(self, latest: Escalation | None = None) -> None:
+        """Guard states that changed, and the latest incident, retained for Home Assistant (when the site turns it on)."""
+        if self.config.home_assistant is None:
+            return
+        site = self.config.site.id
+        for guard, status in self.board.guards.items():
+            if self._shown_guards.get(guard) != (status.state, status.job):
+                self._shown_guards[guard] = (status.state, status.job)
+                self._spawn(self._publish_site(topics.guard_state(site, guard), guard_state(status.state, status.job), retain=True))
+        if latest is not None:
+            self._spawn(self._publish_site(topics.incidents_state(site), incidents_state(latest, len(self.dispatcher.jobs)), retain=True))
 
     def _device_state(self, device: str, doc: dict[str, object] | None) -> None:
         if doc is not None:
@@ -311,7 +356,7 @@ class EdgeNode:
         if change.raised:
             wearer = self.board.wearer(change.device)
             incident = condition_incident(
-                change.kind, self.config.device(change.device), change.detail, now,
+                change.kind, self.config.device(change.device) or self.config.camera(change.device), change.detail, now,
                 wearer.point if wearer else None, wearer.guard.id if wearer else None,
             )
             step = self.dispatcher.open(incident, now)
@@ -319,6 +364,37 @@ class EdgeNode:
             return step
         escalation_id = self._open_conditions.pop(key, None)
         return self.dispatcher.resolve(escalation_id, now, change.detail) if escalation_id else None
+
+    def _camera_event(self, event: CameraEvent) -> None:
+        """A camera worker's event: onto the site's camera event bus, and an incident when its rule is armed
+        (or a camera condition raised or cleared); an incident asks the camera for its snapshot and clip."""
+        camera, now = self.config.camera(event.camera), self.clock()
+        if camera is None:
+            return
+        self._spawn(self._publish_site(topics.camera_events(self.config.site.id, camera.id), json.dumps(event.to_dict()).encode()))
+        if event.kind in CAMERA_CONDITIONS:
+            kind, raised = CAMERA_CONDITIONS[event.kind]
+            step = self._condition(Change(camera.id, kind, raised, event.detail or event.kind.value), now)
+        else:
+            incident = camera_incident(event, camera, {s.id: s for s in self.config.schedules}, self.config.site.timezone)
+            rule = (camera.id, event.kind.value, event.zone or event.line)
+            if incident is None or now < self._camera_quiet_until.get(rule, 0.0):
+                return  # not armed, or the same rule raised an incident moments ago
+            self._camera_quiet_until[rule] = now + camera.cooldown_s
+            step = self.dispatcher.open(incident, now)
+        if step is None:
+            return
+        if step.escalation.revision == 1 and event.kind is not CameraEventKind.OFFLINE:
+            self.cameras[camera.id].request_evidence(step.escalation.id, event.time, event.box)
+        self._spawn(self._carry_out([step]))
+
+    def _camera_evidence(self, escalation_id: str, evidence: Evidence) -> None:
+        """A snapshot or clip is written: the escalation's next revision lists it."""
+        step = self.dispatcher.attach(escalation_id, evidence, self.clock())
+        if step is None:
+            log.warning("event=evidence_after_close escalation=%s kind=%s path=%s", escalation_id, evidence.kind, evidence.path)
+            return
+        self._spawn(self._carry_out([step]))
 
     def _man_down(self, device: str, detail: str, now: float) -> Incident:
         wearer = self.board.wearer(device)

@@ -1,25 +1,37 @@
 """Camera configuration: source, motion detection, object filters, tracker, zones, lines, rules, tamper, evidence.
 
 Image coordinates are fractions of the frame, `[x, y]` with `[0, 0]` the top-left corner and `[1, 1]` the
-bottom-right, so a configuration survives a change of stream resolution. Schedules are site-wide weekly time
-windows that arm rules ("after 22:00"); a rule without a schedule is always armed.
+bottom-right, so a configuration survives a change of stream resolution. A rule may name a site schedule
+that arms it ("after 22:00"); a rule without one is always armed. A camera file for `guardlink vision
+analyze` holds one camera as it would appear under a site's `cameras:`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from datetime import datetime
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the same ids as the site file's
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+from guardlink.yamlconfig import (
+    ID_PATTERN,
+    ConfigError,
+    at,
+    compose,
+    node_at,
+    read_text,
+    validation_errors,
+)
+
 Point = tuple[float, float]
-_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 
 
 class _Model(BaseModel):
@@ -33,64 +45,12 @@ def _fractions(points: list[Point]) -> list[Point]:
     return points
 
 
-class Window(_Model):
-    """Days and a time of day range; a range that ends at or before its start runs past midnight."""
-
-    days: list[Day] = Field(default_factory=lambda: list(DAYS), description="days the window starts on (default every day)")
-    start: str = Field(description="HH:MM, local time of the schedule")
-    end: str = Field(description="HH:MM (24:00 allowed); at or before `start` means the next day")
-
-    @field_validator("start", "end")
-    @classmethod
-    def _clock_time(cls, value: str) -> str:
-        if not _TIME.match(value):
-            raise ValueError(f"{value!r} is not a time of day; write HH:MM, e.g. '22:00'")
-        return value
-
-    def contains(self, local: datetime) -> bool:
-        """Whether a local wall-clock time falls in this window."""
-        minute = local.hour * 60 + local.minute + local.second / 60
-        start, end = _minutes(self.start), _minutes(self.end)
-        today, yesterday = DAYS[local.weekday()], DAYS[(local.weekday() - 1) % 7]
-        if start < end:
-            return today in self.days and start <= minute < end
-        return (today in self.days and minute >= start) or (yesterday in self.days and minute < end)
-
-
-def _minutes(hhmm: str) -> int:
-    hours, minutes = hhmm.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-class Schedule(_Model):
-    """A named set of weekly windows in which the rules that refer to it are armed (nights, weekends ...)."""
-
-    id: str = Field(pattern=ID_PATTERN)
-    timezone: str | None = Field(default=None, description="IANA time zone, e.g. Asia/Shanghai; the edge's local time when omitted")
-    windows: list[Window] = Field(min_length=1)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str | None) -> str | None:
-        if name is not None:
-            try:
-                ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {name!r}; use an IANA name such as 'Asia/Shanghai'") from None
-        return name
-
-    def armed(self, epoch_s: float) -> bool:
-        """Whether the schedule is on at this instant."""
-        local = datetime.fromtimestamp(epoch_s, ZoneInfo(self.timezone) if self.timezone else None)
-        return any(window.contains(local) for window in self.windows)
-
-
 class MotionSettings(_Model):
     """The motion core: a running-average background of the luma plane at a small detection size."""
 
     frame_height: int = Field(default=90, ge=36, le=360, description="rows of the detection image; the width follows the aspect ratio")
-    threshold: int = Field(default=20, ge=1, le=255, description="luma difference from the background that counts as motion")
-    background_s: float = Field(default=2.0, gt=0, description="time constant of the background where nothing moves")
+    threshold: int = Field(default=15, ge=1, le=255, description="luma difference from the background that counts as motion")
+    background_s: float = Field(default=4.0, gt=0, description="time constant of the background where nothing moves")
     foreground_s: float = Field(
         default=60.0, gt=0, description="time constant under moving objects: roughly how long a stopped person is still seen"
     )
@@ -119,6 +79,12 @@ class ObjectFilter(_Model):
     max_area: float = Field(default=0.25, gt=0, le=1, description="largest box, as a share of the frame area")
     min_aspect: float = Field(default=0.15, gt=0, description="smallest width / height of a box")
     max_aspect: float = Field(default=5.0, gt=0, description="largest width / height of a box")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ObjectFilter:
+        if self.min_area >= self.max_area or self.min_aspect >= self.max_aspect:
+            raise ValueError("min_area must be below max_area and min_aspect below max_aspect")
+        return self
 
 
 class TrackerSettings(_Model):
@@ -211,6 +177,9 @@ class CameraSettings(_Model):
         default=None,
         description="rtsp:// or rtsps:// stream, http(s):// MJPEG stream, mqtt:<topic> (JPEG payloads on the site broker), or a video file",
     )
+    listen: bool = Field(
+        default=False, description="rtsp:// sources: wait for the camera to push its stream to this address (RTSP ANNOUNCE/RECORD) instead of pulling it"
+    )
     detect_fps: float | None = Field(default=None, gt=0, le=60, description="analyse at most this many frames per second; all when omitted")
     decode_threads: int = Field(default=1, ge=1, le=16, description="decoder threads (one per camera scales best across cameras)")
     offline_after_s: float = Field(default=10.0, gt=0, description="no frame for this long raises camera_offline")
@@ -223,31 +192,56 @@ class CameraSettings(_Model):
     tamper: TamperSettings = Field(default_factory=TamperSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
+    @model_validator(mode="after")
+    def _listen_needs_rtsp(self) -> CameraSettings:
+        if self.listen and self.source is not None and not self.source.startswith(("rtsp://", "rtsps://")):
+            raise ValueError(f"listen applies to rtsp:// sources, not {self.source!r}")
+        return self
+
     def watched_zones(self) -> list[CameraZone]:
         """The configured zones, or the whole frame as one zone with the default rules."""
         return self.zones or [CameraZone(id="frame", polygon=[(0, 0), (1, 0), (1, 1), (0, 1)])]
 
-    def schedules(self) -> Iterator[tuple[tuple, str]]:
-        """(location in this camera's config, schedule id) of every rule that names a schedule."""
-        for i, zone in enumerate(self.zones):
-            for rule_name in ("intrusion", "loitering", "crowding"):
-                rule = getattr(zone, rule_name)
-                if rule is not None and rule.schedule is not None:
-                    yield ("zones", i, rule_name, "schedule"), rule.schedule
-        for i, line in enumerate(self.lines):
-            if line.schedule is not None:
-                yield ("lines", i, "schedule"), line.schedule
 
 
-def camera_problems(camera: CameraSettings) -> Iterator[tuple[tuple, str]]:
-    """Checks across a camera's entries: unique zone and line ids, objects filter bounds."""
-    for kind, items in (("zone", camera.zones), ("line", camera.lines)):
-        seen: set[str] = set()
-        for i, item in enumerate(items):
-            if item.id in seen:
-                yield (f"{kind}s", i, "id"), f"camera {camera.id!r} has two {kind}s with id {item.id!r}"
-            seen.add(item.id)
-    if camera.objects.min_area >= camera.objects.max_area:
-        yield ("objects", "min_area"), f"min_area {camera.objects.min_area} must be below max_area {camera.objects.max_area}"
-    if camera.objects.min_aspect >= camera.objects.max_aspect:
-        yield ("objects", "min_aspect"), f"min_aspect {camera.objects.min_aspect} must be below max_aspect {camera.objects.max_aspect}"
+def camera_references(camera: dict[str, Any], zones: Collection[str] | None = None, schedules: Collection[str] | None = None) -> Iterator[tuple[tuple, str]]:
+    """Checks across a camera's entries, on the raw data: unique zone and line ids, and, when the site's
+    `zones` and `schedules` are given, that the site zones and schedules its zones, lines and rules name exist."""
+
+    def entries(key: str) -> list[tuple[int, dict[str, Any]]]:
+        value = camera.get(key)
+        return [(i, e) for i, e in enumerate(value) if isinstance(e, dict)] if isinstance(value, list) else []
+
+    name = camera.get("id")
+    for key, kind in (("zones", "zone"), ("lines", "line")):
+        seen: set[object] = set()
+        for i, entry in entries(key):
+            if entry.get("id") in seen:
+                yield (key, i, "id"), f"camera {name!r} has two {kind}s with id {entry.get('id')!r}"
+            seen.add(entry.get("id"))
+        for i, entry in entries(key):
+            site_zone = entry.get("site_zone")
+            if zones is not None and site_zone is not None and site_zone not in zones:
+                yield (key, i, "site_zone"), f"camera {name!r} {kind} {entry.get('id')!r} refers to zone {site_zone!r}, which is not defined (defined: {', '.join(zones) or 'none'})"
+            rules = [((rule,), entry.get(rule)) for rule in ("intrusion", "loitering", "crowding")] if key == "zones" else [((), entry)]
+            for where, rule in rules:
+                schedule = rule.get("schedule") if isinstance(rule, dict) else None
+                if schedules is not None and schedule is not None and schedule not in schedules:
+                    yield (key, i, *where, "schedule"), (
+                        f"camera {name!r} {kind} {entry.get('id')!r} refers to schedule {schedule!r}, which is not defined (defined: {', '.join(schedules) or 'none'})"
+                    )
+
+
+def load_camera(path: Path, default_id: str = "camera") -> CameraSettings:
+    """A camera file; ConfigError lists every problem as file:line:col. `default_id` names a camera without `id`."""
+    filename = str(path)
+    root, data, errors = compose(read_text(path, "camera file"), filename, "a camera needs at least zones or lines to watch", "a camera file is a mapping with 'zones', 'lines', 'motion' ...")
+    data.setdefault("id", default_id)
+    errors += [f"{at(filename, node_at(root, loc)[0])}: {message}" for loc, message in camera_references(data)]
+    try:
+        camera = CameraSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_errors(exc, root, filename) + errors) from None
+    if errors:
+        raise ConfigError(errors)
+    return camera

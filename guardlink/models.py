@@ -59,6 +59,11 @@ class IncidentKind(StrEnum):
     WATER_LEAK = "water_leak"
     SMOKE = "smoke"
     INTRUSION = "intrusion"  # a person or vehicle entered a watched zone (cameras)
+    LOITERING = "loitering"  # someone stayed in a camera zone longer than its rule allows
+    LINE_CROSSING = "line_crossing"  # someone crossed a camera tripwire in a counted direction
+    CROWDING = "crowding"  # more people in a camera zone than its rule allows
+    CAMERA_TAMPER = "camera_tamper"  # a camera was covered, defocused or moved; cleared when it looks normal again
+    CAMERA_OFFLINE = "camera_offline"  # no frames from a camera; cleared when they return
 
 
 class EscalationStatus(StrEnum):
@@ -175,6 +180,19 @@ class Assignment(_Doc):
     answered_at: datetime | None = Field(default=None, description="when the state last changed after the offer")
 
 
+class Evidence(_Doc):
+    """A file the edge wrote for an incident: a snapshot with the object's box drawn, or a clip around the event."""
+
+    kind: Literal["snapshot", "clip"]
+    camera: str = Field(description="site camera id")
+    path: str = Field(description="where the file is on the edge")
+    media_type: Literal["image/jpeg", "video/mp4"]
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    start: datetime = Field(description="time of the first frame (of the only one, for a snapshot)")
+    end: datetime = Field(description="time of the last frame")
+
+
 class Escalation(_Doc):
     """The document the police receive; a new revision on every change, dedupe by (id, revision)."""
 
@@ -185,7 +203,7 @@ class Escalation(_Doc):
     site: SiteRef
     incident: Incident
     assignments: list[Assignment]
-    evidence: list[dict[str, object]] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(default_factory=list, description="camera snapshots and clips, added in later revisions as they are written")
     status: EscalationStatus
     guards_needed: int = Field(default=0, ge=0, description="how many guards the incident type asks for")
     acknowledged_by: str | None = Field(default=None, description="the police officer or desk that acknowledged it")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from guardlink.cameraconfig import CameraSettings, camera_references
 from guardlink.geo import LatLon
 from guardlink.models import IncidentKind
 from guardlink.yamlconfig import (
@@ -211,6 +214,15 @@ class Shift:
         return (weekday in self.days and minute >= self.start_min) or ((weekday - 1) % 7 in self.days and minute < self.end_min)
 
 
+def _parse_each(shifts: list[str]) -> list[str]:
+    for shift in shifts:
+        Shift.parse(shift)  # raises ValueError saying what is wrong
+    return shifts
+
+
+Shifts = Annotated[list[str], AfterValidator(_parse_each)]  # shift strings, each checked
+
+
 class Post(_Model):
     """Where a guard is stationed: leaving this circle while available raises a left_post incident."""
 
@@ -230,20 +242,32 @@ class Guard(_Model):
     roles: list[str] = Field(default_factory=lambda: ["patrol"])
     wearable: str | None = Field(default=None, description="device id of the guard's wearable or phone")
     on_duty: bool = Field(default=True, description="false takes the guard out of dispatch whatever the schedule")
-    schedule: list[str] = Field(
+    schedule: Shifts = Field(
         default_factory=list, description="shifts in site local time, e.g. ['mon-fri 07:00-19:00']; empty = always"
     )
     post: Post | None = None
 
-    @field_validator("schedule")
-    @classmethod
-    def _valid_shifts(cls, shifts: list[str]) -> list[str]:
-        for shift in shifts:
-            Shift.parse(shift)
-        return shifts
-
     def shifts(self) -> list[Shift]:
         return [Shift.parse(s) for s in self.schedule]
+
+
+class Schedule(_Model):
+    """Named shifts (site local time) that arm the camera rules naming it: nights, weekends, school holidays ..."""
+
+    id: str = Field(pattern=_ID)
+    shifts: Shifts = Field(min_length=1, description="written as guard shifts, e.g. ['daily 22:00-06:00', 'sat,sun 00:00-24:00']")
+
+    def armed(self, epoch_s: float, timezone: str) -> bool:
+        """Whether one of its shifts is on at this instant, in the site's time zone."""
+        local = datetime.fromtimestamp(epoch_s, ZoneInfo(timezone))
+        return any(Shift.parse(s).covers(local.weekday(), local.hour * 60 + local.minute) for s in self.shifts)
+
+
+class Camera(CameraSettings):
+    """A camera at the site: the image analytics of CameraSettings, and where it is on the site."""
+
+    location: Position | None = Field(default=None, description="where it is mounted: guards are sent here")
+    zone: str | None = Field(default=None, description="site zone it watches; a camera zone's site_zone overrides it")
 
 
 class IncidentNeeds(_Model):
@@ -260,6 +284,7 @@ DEFAULT_NEEDS: dict[str, IncidentNeeds] = {
     "low_battery": IncidentNeeds(guards=0),
     "left_post": IncidentNeeds(guards=0),
     "test": IncidentNeeds(guards=0),
+    "camera_offline": IncidentNeeds(guards=0),
 }
 
 
@@ -358,6 +383,12 @@ class Metrics(_Model):
         return listen
 
 
+class HomeAssistant(_Model):
+    """Home Assistant MQTT discovery on the site broker: HA shows guardlink's devices, incidents and guards."""
+
+    prefix: str = Field(default="homeassistant", min_length=1, description="HA's discovery prefix")
+
+
 class SiteConfig(_Model):
     """One site: its devices, zones, guards, site broker and police uplink."""
 
@@ -367,6 +398,8 @@ class SiteConfig(_Model):
     zones: list[Zone] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
     guards: list[Guard] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list)
+    schedules: list[Schedule] = Field(default_factory=list, description="named shifts that arm camera rules")
     supervision: Supervision = Field(default_factory=Supervision)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     incidents: dict[str, IncidentNeeds] = Field(
@@ -375,6 +408,7 @@ class SiteConfig(_Model):
     wearables: WearableRules = Field(default_factory=WearableRules)
     telemetry: Telemetry | None = Field(default=None, description="InfluxDB for history; off when absent")
     metrics: Metrics = Field(default_factory=Metrics)
+    home_assistant: HomeAssistant | None = Field(default=None, description="publish Home Assistant discovery; off when absent")
     outbox: str | None = Field(
         default=None, description="outbox database path; default $XDG_STATE_HOME/guardlink/<site>/outbox.db"
     )
@@ -388,6 +422,10 @@ class SiteConfig(_Model):
     def device(self, device_id: str) -> Device | None:
         """The device with this id, if configured."""
         return next((d for d in self.devices if d.id == device_id), None)
+
+    def camera(self, camera_id: str) -> Camera | None:
+        """The camera with this id, if configured."""
+        return next((c for c in self.cameras if c.id == camera_id), None)
 
     def needs(self, kind: str) -> IncidentNeeds:
         """What dispatch must do for an incident kind: the site's setting, else guardlink's default."""
@@ -492,7 +530,7 @@ def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | Non
 
     zones = [z for _, e in entries("zones") if (z := text(e, "id"))]
     device_ids = {d for _, e in entries("devices") if (d := text(e, "id"))}
-    for kind in ("zone", "device", "guard"):
+    for kind in ("zone", "device", "guard", "camera", "schedule"):
         seen: set[str] = set()
         for i, entry in entries(f"{kind}s"):
             if (ident := text(entry, "id")) in seen:
@@ -510,6 +548,16 @@ def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | Non
             if key in topics:
                 yield ("devices", i, "topic"), f"device {ident!r} uses topic {topic!r} of device {topics[key]!r}"
             topics[key] = ident
+    schedules = [s for _, e in entries("schedules") if (s := text(e, "id"))]
+    for i, camera in entries("cameras"):
+        ident, zone = text(camera, "id"), text(camera, "zone")
+        if ident in device_ids:
+            yield ("cameras", i, "id"), f"camera {ident!r} has the id of a device; incidents name either, so they must differ"
+        if zone is not None and zone not in zones:
+            yield ("cameras", i, "zone"), f"camera {ident!r} refers to zone {zone!r}, which is not defined (defined: {', '.join(zones) or 'none'})"
+        if not text(camera, "source"):
+            yield ("cameras", i), f"camera {ident!r} has no source (rtsp://..., http://... MJPEG, mqtt:<topic> or a video file)"
+        yield from ((("cameras", i, *loc), message) for loc, message in camera_references(camera, zones, schedules))
     incidents = data.get("incidents")
     for kind in incidents if isinstance(incidents, dict) else ():
         if kind not in IncidentKind.__members__.values():

@@ -40,6 +40,21 @@ def device_state(site: str, device: str) -> str:
     return f"{ROOT}/{site}/devices/{device}/state"
 
 
+def camera_events(site: str, camera: str) -> str:
+    """The site's camera event bus: every event a camera's analytics raise (JSON), incidents or not."""
+    return f"{ROOT}/{site}/cameras/{camera}/events"
+
+
+def guard_state(site: str, guard: str) -> str:
+    """A guard's dispatch state, retained (for Home Assistant)."""
+    return f"{ROOT}/{site}/guards/{guard}/state"
+
+
+def incidents_state(site: str) -> str:
+    """The site's open incident count and latest incident, retained (for Home Assistant)."""
+    return f"{ROOT}/{site}/incidents/state"
+
+
 def device_availability(site: str, device: str) -> str:
     """online/offline of a device as the edge sees it."""
     return f"{ROOT}/{site}/devices/{device}/availability"

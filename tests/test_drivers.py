@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
-from device_drivers import frigate, guardlink_button, guardlink_wearable, owntracks, shelly, tasmota, zigbee2mqtt
+from device_drivers import frigate, guardlink_wearable, owntracks, shelly, zigbee2mqtt
 from device_drivers.driver import DecodeShared, Driver
 from device_drivers.payload import MAX_JSON_DEPTH, PayloadError
 from device_drivers.registry import DRIVERS, driver

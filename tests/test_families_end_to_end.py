@@ -29,7 +29,7 @@ def with_every_family(school: SiteConfig) -> SiteConfig:
     return school.model_copy(update={"devices": [*school.devices, *devices]})
 
 
-def shown(recorder) -> list[Escalation]:  # noqa: ANN001
+def shown(recorder) -> list[Escalation]:
     return [Escalation.from_json(p) for p in recorder.payloads()]
 
 

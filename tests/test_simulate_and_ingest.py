@@ -14,10 +14,11 @@ from guardlink.siteconfig import load_site
 
 async def test_simulate_load_run_of_every_family_is_taken_by_the_edge(mosquitto, tmp_path):
     site_out = tmp_path / "load.yaml"
-    written = subprocess.run(
+    written = await asyncio.to_thread(
+        subprocess.run,
         [*GUARDLINK, "simulate", "--site", str(SCHOOL), "--broker", str(mosquitto), "--devices", "40", "--duration", "0",
          "--site-out", str(site_out)],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )
     assert written.returncode == 0, written.stderr
     config = load_site(site_out, DRIVERS.keys())
@@ -33,13 +34,14 @@ async def test_simulate_load_run_of_every_family_is_taken_by_the_edge(mosquitto,
         await wait_until(lambda: node.intake.messages >= sent + presses, what="every simulated message taken")
     assert 900 <= sent <= 1010, "500 messages a second for 2 s"
     assert presses == 3 and node.incidents == presses
-    assert node.intake.rejections.total == 0 and node.intake.events == node.intake.messages
+    assert node.intake.rejections.total == 0
+    assert 0 <= node.intake.events - node.intake.messages <= presses, "everyday messages are one event each (a Zigbee press two)"
 
 
 def test_bench_ingest_json_reports_edge_and_raw_rates():
     result = subprocess.run(
         [*GUARDLINK, "bench", "ingest", "--json", "--messages", "3000", "--devices", "40", "--rounds", "1"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)

@@ -2,7 +2,8 @@
 
 An object is where it stands: the bottom-centre of its box. It is in a zone after `inertia` consecutive frames
 inside and out after as many outside, so a box edge flickering on a zone border is not a string of entries. A
-track that coasts (not detected in this frame) keeps its zone state and line side.
+track that coasts (not detected in this frame) keeps its zone state and line side. Only tracks that have moved
+since they appeared count: a blob that never moves is a ghost or a lighting residue, not someone who walked in.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class Analytics:
         """Events fired by this frame's tracks."""
         events: list[CameraEvent] = []
         for track in tracks:
-            if not track.seen:
+            # A blob that never moved is a ghost or a lighting residue, not someone who walked in.
+            if not track.seen or not track.moved:
                 continue
             if track.id not in self._known:
                 self._known.add(track.id)
@@ -95,7 +97,7 @@ class Analytics:
         if track is not None:
             x, y, w, h = track.box
             width, height = self.size
-            box = (max(0.0, float(x) / width), max(0.0, float(y) / height), float(w) / width, float(h) / height)
+            box = (max(0.0, x / width), max(0.0, y / height), w / width, h / height)
         return CameraEvent(kind, self.camera, t, frame, track=track.id if track else None, box=box, **fields)
 
     def _zone(self, track: Track, zone: CameraZone, inside: bool, t: float, frame: int) -> list[CameraEvent]:

@@ -3,20 +3,24 @@
 - Video (rtsp://, rtsps://, files): an ffmpeg subprocess decodes and emits only the Y plane (the luma plane is
   the grey image; colour conversion at full size is wasted work), already scaled to twice the detection size,
   as a YUV4MPEG2 stream on a pipe, which carries its own frame size and rate. When the ring needs JPEGs, a
-  second output of the same decode carries them at the ring's rate and width on another pipe.
+  second output of the same decode carries them at the ring's rate and width on another pipe. An rtsp://
+  camera with `listen` set pushes its stream to that address instead of being pulled from.
 - JPEG (http(s):// MJPEG streams, mqtt:<topic> payloads on the site broker): each JPEG is decoded straight
   to a reduced greyscale image, so libjpeg skips most of the work; the original JPEGs feed the ring.
 - Without ffmpeg installed, cv2.VideoCapture reads video sources.
 
-A source blocks in `read_into` until the next frame; `close` from another thread ends it.
+A source is made without blocking; `start` waits for the stream (its first frame or header) and `read_into`
+for each next frame. `close` from another thread ends either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -37,7 +41,11 @@ log = logging.getLogger(__name__)
 
 OVERSAMPLE = 2  # capture at twice the detection size: the motion core's 2x2 area average takes out pixel noise
 CONNECT_TIMEOUT_S = 10.0
+SOCKET_BYTES = 4 << 20  # room for a batch of frames in flight
+FILE_BATCH = 8  # frames per read when a file is analysed as fast as it decodes
+FRAME = b"FRAME\n"  # YUV4MPEG2's frame marker (ffmpeg adds no frame parameters)
 JpegSink = Callable[[bytes, float], None]  # receives ring frames: JPEG bytes and their time
+_REDUCED = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 1: cv2.IMREAD_GRAYSCALE}
 
 
 class SourceError(Exception):
@@ -45,17 +53,21 @@ class SourceError(Exception):
 
 
 class FrameSource(Protocol):
-    """Frames of one camera, all of `shape` (rows, columns)."""
+    """Frames of one camera, all of `shape` (rows, columns) once started."""
 
     shape: tuple[int, int]
     fps: float | None  # the stream's nominal rate, when it declares one
+
+    def start(self) -> None:
+        """Wait for the stream; SourceError if it does not come."""
+        ...
 
     def read_into(self, out: np.ndarray) -> bool:
         """Fill `out` with the next frame; False when the stream has ended."""
         ...
 
     def close(self) -> None:
-        """Stop; a `read_into` blocked in another thread returns False."""
+        """Stop; `start` or `read_into` blocked in another thread returns."""
         ...
 
 
@@ -68,7 +80,7 @@ def open_source(
     broker: BrokerUrl | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FrameSource:
-    """Open a camera's source (or `source`, which overrides it).
+    """The source of a camera (or `source`, which overrides its configured one), not started yet.
 
     `live` reads files at their own rate, looping, as a camera would deliver them; otherwise a file is read
     once, as fast as it decodes. `ring` receives JPEG frames for evidence. `broker` is the site broker that
@@ -96,17 +108,23 @@ class FfmpegSource:
     """An ffmpeg subprocess decoding a video source to scaled Y planes (and ring JPEGs when asked)."""
 
     def __init__(
-        self, url: str, rows: int, camera: CameraSettings, *, live: bool, ring: JpegSink | None, clock: Callable[[], float]
+        self, url: str, rows: int | None, camera: CameraSettings, *, live: bool, ring: JpegSink | None, clock: Callable[[], float]
     ) -> None:
+        """`rows` of the frames it emits, the aspect ratio kept; None for the source's own size."""
+        self.url = url
         self.camera = camera
+        self.shape = (0, 0)
+        self.fps: float | None = None
         self._clock = clock
         command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-threads", str(camera.decode_threads)]
         if url.startswith(("rtsp://", "rtsps://")):
             command += ["-rtsp_transport", "tcp", "-timeout", str(int(CONNECT_TIMEOUT_S * 1e6))]
+            if camera.listen:
+                command += ["-rtsp_flags", "listen"]
         elif live:
             command += ["-re", "-stream_loop", "-1"]  # a file as a camera: its own rate, forever
         command += ["-i", url, "-filter_threads", "1"]
-        luma = f"extractplanes=y,scale=-2:{rows}:flags=fast_bilinear"
+        luma = "extractplanes=y" + (f",scale=-2:{rows}:flags=fast_bilinear" if rows else "")
         if camera.detect_fps:
             luma = f"fps={camera.detect_fps}," + luma
         ring_read = ring_write = None
@@ -120,47 +138,84 @@ class FfmpegSource:
                 "-map", "[luma]", "-f", "yuv4mpegpipe", "pipe:1",
                 "-map", "[ring]", "-c:v", "mjpeg", "-q:v", str(_mjpeg_scale(evidence.quality)), "-f", "mpjpeg", f"pipe:{ring_write}",
             ]
+        # A socket rather than a pipe: MSG_WAITALL lets a read sleep until whole frames are in, so this side wakes once
+        # per frame (live) or per batch of frames (files, read as fast as they decode), not per chunk ffmpeg writes.
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BYTES)
         self._process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(ring_write,) if ring_write else ()
+            command, stdin=subprocess.DEVNULL, stdout=theirs.fileno(), stderr=subprocess.PIPE, pass_fds=(ring_write,) if ring_write else ()
         )
+        theirs.close()
+        self._batch = 1 if live else FILE_BATCH
+        self._records = bytearray()  # frames read but not handed out yet: "FRAME\n" and the plane, each
+        self._next = self._count = 0
         self._stderr: list[bytes] = []
         threading.Thread(target=self._drain_stderr, name=f"ffmpeg-log-{camera.id}", daemon=True).start()
         if ring_write is not None:
             os.close(ring_write)
             threading.Thread(target=self._read_ring, args=(ring_read, ring), name=f"ring-{camera.id}", daemon=True).start()
-        self._stdout = self._process.stdout
-        header = self._stdout.readline(256)
+
+    def start(self) -> None:
+        header = self._header()
         if not header.startswith(b"YUV4MPEG2 "):
             self.close()
-            raise SourceError(f"camera {camera.id!r}: ffmpeg could not read {url!r}: {self.error() or 'no output'}")
+            raise SourceError(f"camera {self.camera.id!r}: ffmpeg could not read {self.url!r}: {self.error() or 'no output'}")
         fields = {part[:1]: part[1:] for part in header.split()[1:]}
         if fields.get(b"C", b"mono") != b"mono":
             self.close()
-            raise SourceError(f"camera {camera.id!r}: ffmpeg sent colour frames ({fields[b'C']!r}), expected the Y plane")
+            raise SourceError(f"camera {self.camera.id!r}: ffmpeg sent colour frames ({fields[b'C']!r}), expected the Y plane")
         self.shape = (int(fields[b"H"]), int(fields[b"W"]))
         numerator, _, denominator = fields.get(b"F", b"0:1").partition(b":")
         self.fps = int(numerator) / int(denominator or b"1") if int(numerator) else None
+        self._records = bytearray(self._batch * (len(FRAME) + self.shape[0] * self.shape[1]))
 
     def read_into(self, out: np.ndarray) -> bool:
-        try:
-            if not self._stdout.readline(64).startswith(b"FRAME"):
-                return False
-            view = memoryview(out).cast("B")
-            filled = 0
-            while filled < len(view):
-                count = self._stdout.readinto(view[filled:])
-                if not count:
-                    return False
-                filled += count
-            return True
-        except ValueError:  # closed from another thread
+        if self._next == self._count and not self._fill():
             return False
+        record = len(self._records) // self._batch
+        start = self._next * record
+        self._next += 1
+        if self._records[start : start + len(FRAME)] != FRAME:
+            log.error("event=ffmpeg_stream_garbled camera=%s", self.camera.id)
+            return False
+        np.copyto(out, np.frombuffer(self._records, np.uint8, record - len(FRAME), start + len(FRAME)).reshape(out.shape))
+        return True
+
+    def _fill(self) -> bool:
+        """Read the next batch of frames (fewer at the end of the stream); False when none is left."""
+        view, got = memoryview(self._records), 0
+        try:
+            while got < len(view):
+                count = self._socket.recv_into(view[got:], len(view) - got, socket.MSG_WAITALL)
+                if not count:
+                    break
+                got += count
+        except OSError:  # closed from another thread
+            return False
+        self._next, self._count = 0, got // (len(self._records) // self._batch)
+        return self._count > 0
+
+    def _header(self) -> bytes:
+        """The YUV4MPEG2 header line (b"" when the stream ends before it)."""
+        line = b""
+        try:
+            while not line.endswith(b"\n") and len(line) < 512:
+                chunk = self._socket.recv(1)
+                if not chunk:
+                    break
+                line += chunk
+        except OSError:
+            return b""
+        return line
 
     def error(self) -> str:
         """What ffmpeg said on stderr (its last lines)."""
+        self._process.poll()
         return b"".join(self._stderr[-5:]).decode(errors="replace").strip()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
         if self._process.poll() is None:
             self._process.terminate()
             try:
@@ -168,7 +223,7 @@ class FfmpegSource:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        self._process.stdout.close()
+        self._socket.close()
 
     def _drain_stderr(self) -> None:
         for line in self._process.stderr:
@@ -198,11 +253,8 @@ class JpegDecoder:
             return None
         if self.shape is None:
             full = image.shape[0] * 8
-            reduction = next((r for r in (8, 4, 2) if full // r >= self.rows), 1)
-            self._flag = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-                          2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 1: cv2.IMREAD_GRAYSCALE}[reduction]
-            if reduction != 8:
-                image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), self._flag)
+            self._flag = _REDUCED[next((r for r in (8, 4, 2) if full // r >= self.rows), 1)]
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), self._flag)
             self.shape = image.shape
         return image
 
@@ -219,19 +271,20 @@ class JpegDecoder:
 
 
 class _JpegSource:
-    """Shared by the JPEG sources: the first image fixes the frame size."""
+    """Shared by the JPEG sources: the first image fixes the frame size; each JPEG also goes to the ring."""
 
     fps = None
 
     def __init__(self, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
         self.camera = camera
+        self.shape = (0, 0)
         self._decoder = JpegDecoder(rows)
         self._ring = ring
         self._clock = clock
         self._pending: bytes | None = None
 
-    def _start(self) -> None:
-        """Read the first image to learn the frame size."""
+    def start(self) -> None:
+        self._connect()
         first = self._next_jpeg()
         if first is None or self._decoder.decode(first) is None:
             self.close()
@@ -250,6 +303,9 @@ class _JpegSource:
                 return True
             log.warning("event=bad_jpeg camera=%s bytes=%d", self.camera.id, len(jpeg))
 
+    def _connect(self) -> None:
+        raise NotImplementedError
+
     def _next_jpeg(self) -> bytes | None:
         raise NotImplementedError
 
@@ -263,15 +319,18 @@ class HttpMjpegSource(_JpegSource):
     def __init__(self, url: str, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
         super().__init__(rows, camera, ring, clock)
         self.url = url
-        try:
-            self._response = urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
-            raise SourceError(f"camera {camera.id!r}: cannot open {url}: {exc}") from None
-        self._parts = jpeg_parts(self._response, boundary_of(self._response.headers.get("Content-Type", "")))
-        self._start()
+        self._response: http.client.HTTPResponse | None = None
+        self._parts = iter(())
 
     def describe(self) -> str:
         return self.url
+
+    def _connect(self) -> None:
+        try:
+            self._response = urllib.request.urlopen(self.url, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
+            raise SourceError(f"camera {self.camera.id!r}: cannot open {self.url}: {exc}") from None
+        self._parts = jpeg_parts(self._response, boundary_of(self._response.headers.get("Content-Type", "")))
 
     def _next_jpeg(self) -> bytes | None:
         try:
@@ -281,7 +340,8 @@ class HttpMjpegSource(_JpegSource):
             return None
 
     def close(self) -> None:
-        self._response.close()
+        if self._response is not None:
+            self._response.close()
 
 
 class MqttJpegSource(_JpegSource):
@@ -302,15 +362,16 @@ class MqttJpegSource(_JpegSource):
         self._client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=0)
         self._client.on_message = self._arrived
         self._client.reconnect_delay_set(0.5, 10)
-        try:
-            self._client.connect(broker.host, broker.port)
-        except OSError as exc:
-            raise SourceError(f"camera {camera.id!r}: cannot reach {broker}: {exc}") from None
-        self._client.loop_start()
-        self._start()
 
     def describe(self) -> str:
         return f"topic {self.topic!r} on {self.broker} within {CONNECT_TIMEOUT_S:.0f} s"
+
+    def _connect(self) -> None:
+        try:
+            self._client.connect(self.broker.host, self.broker.port)
+        except OSError as exc:
+            raise SourceError(f"camera {self.camera.id!r}: cannot reach {self.broker}: {exc}") from None
+        self._client.loop_start()
 
     def _arrived(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._cond:
@@ -322,14 +383,9 @@ class MqttJpegSource(_JpegSource):
     def _next_jpeg(self) -> bytes | None:
         with self._cond:
             # The first image must come within the connect timeout; after that, wait as long as it takes.
-            timeout = CONNECT_TIMEOUT_S if self.shape_unknown else None
-            self._cond.wait_for(lambda: self._latest is not None or self._closed, timeout)
+            self._cond.wait_for(lambda: self._latest is not None or self._closed, CONNECT_TIMEOUT_S if self._decoder.shape is None else None)
             jpeg, self._latest = self._latest, None
             return None if self._closed else jpeg
-
-    @property
-    def shape_unknown(self) -> bool:
-        return self._decoder.shape is None
 
     def close(self) -> None:
         with self._cond:
@@ -343,15 +399,20 @@ class OpenCvSource:
     """cv2.VideoCapture, for video sources when ffmpeg is not installed (colour decode, then grey: slower)."""
 
     def __init__(self, url: str, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
-        self.camera = camera
+        self.url, self.rows, self.camera = url, rows, camera
+        self.shape = (0, 0)
+        self.fps: float | None = None
         self._ring, self._clock = ring, clock
-        self._capture = cv2.VideoCapture(url)
-        if not self._capture.isOpened():
-            raise SourceError(f"camera {camera.id!r}: OpenCV cannot open {url!r}")
-        width, height = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.shape = (rows, max(1, round(width * rows / height)))
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
+        self._capture: cv2.VideoCapture | None = None
         self._ring_at = float("-inf")
+
+    def start(self) -> None:
+        self._capture = cv2.VideoCapture(self.url)
+        if not self._capture.isOpened():
+            raise SourceError(f"camera {self.camera.id!r}: OpenCV cannot open {self.url!r}")
+        width, height = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.shape = (self.rows, max(1, round(width * self.rows / height)))
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
     def read_into(self, out: np.ndarray) -> bool:
         ok, frame = self._capture.read()
@@ -367,7 +428,8 @@ class OpenCvSource:
         return True
 
     def close(self) -> None:
-        self._capture.release()
+        if self._capture is not None:
+            self._capture.release()
 
 
 def _mjpeg_scale(quality: int) -> int:

@@ -2,7 +2,7 @@
 
 Every step runs in OpenCV on buffers allocated once per camera (no per-pixel Python, no per-frame images):
 downscale (rows skipped, then an area average over whole pixel blocks), 3x3 blur, absolute difference to the
-background, threshold, static mask, dilate, connected components with their boxes, then a size and aspect
+background, threshold, static mask, dilate, outer contours and their boxes, then a size and aspect
 filter on the handful of boxes. The background learns quickly everywhere except under the objects the tracker
 says are real (tracked, and moved since they appeared): there it learns slowly, so a person who stops stays
 visible (loitering), while noise, slow light changes and ghosts (what a departed object leaves behind: it never
@@ -17,15 +17,19 @@ curve explains the change (the camera was moved or covered) the background is re
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from itertools import combinations
 
 import cv2
 import numpy as np
 
 from guardlink.cameraconfig import MotionSettings, ObjectFilter
 
-NO_BOXES = np.zeros((0, 4), np.int32)
+Box = tuple[int, int, int, int]  # x, y, w, h in detection pixels
+MAX_JOINED = 32  # more blobs than this is a noise storm: not worth joining parts
 LIGHTING_SHARE = 0.1  # a change over this share of the frame is checked for being lighting
 LIGHTING_FRAMES = 2  # a global change must last this many frames to be absorbed; shorter is a flash, skipped
+LEARNING_S = 0.25  # time constant of the background while it is being learnt
 _TONE_BINS = 16
 
 
@@ -80,7 +84,6 @@ class MotionDetector:
         self._dilated = np.empty(shape, np.uint8)
         self._protected = np.zeros(shape, np.uint8)
         self._unprotected = np.empty(shape, np.uint8)
-        self._labels = np.empty(shape, np.int32)
         self._kernel = np.ones((3, 3), np.uint8)
         self._keep = _keep_mask(settings.mask, self.size)
         self._learning_s = settings.learn_s
@@ -96,7 +99,7 @@ class MotionDetector:
         """True while the background is being (re)learnt and no motion is reported."""
         return self._learning_s > 0
 
-    def detect(self, luma: np.ndarray, dt: float) -> np.ndarray:
+    def detect(self, luma: np.ndarray, dt: float) -> list[Box]:
         """Boxes of moving objects in this frame; `dt` is the time since the previous frame in seconds.
 
         Call `learn` after each `detect`, with the boxes of the objects to keep out of the background.
@@ -108,7 +111,7 @@ class MotionDetector:
             self._started = True
             self.background[:] = self.blurred
             self._skip_learning = True
-            return NO_BOXES
+            return []
         self._difference()
         if self.changed_share > LIGHTING_SHARE:
             relit = self._relit_background()
@@ -116,7 +119,7 @@ class MotionDetector:
                 self._global_frames += 1
                 if self._global_frames < LIGHTING_FRAMES:
                     self._skip_learning = True  # maybe a flash: keep the background as it was
-                    return NO_BOXES
+                    return []
                 if relit is not None:
                     self.background[:] = relit
                     self.lighting_changes += 1
@@ -128,27 +131,22 @@ class MotionDetector:
         self._global_frames = 0
         if self._learning_s > 0:
             self._learning_s -= dt
-            return NO_BOXES
+            return []
         cv2.dilate(self.foreground, self._kernel, dst=self._dilated, iterations=self.settings.dilate)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(self._dilated, labels=self._labels, connectivity=8)
-        if count <= 1:
-            return NO_BOXES
-        boxes = stats[1:, :4]
-        if self.settings.dilate:  # dilation grew every blob on each side: the feet are where they were before it
-            grow = self.settings.dilate
-            boxes = boxes + np.array([grow, grow, -2 * grow, -2 * grow], np.int32)
-            np.maximum(boxes[:, 2:], 1, out=boxes[:, 2:])
-        return self._objects(boxes)
+        contours, _ = cv2.findContours(self._dilated, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # Dilation grew every blob by `dilate` pixels on each side: the feet are where they were before it.
+        grow = self.settings.dilate
+        return self._objects(
+            [(x + grow, y + grow, max(1, w - 2 * grow), max(1, h - 2 * grow)) for x, y, w, h in map(cv2.boundingRect, contours)]
+        )
 
-    def learn(self, dt: float, keep: np.ndarray = NO_BOXES) -> None:
+    def learn(self, dt: float, keep: Sequence[Box] = ()) -> None:
         """Update the background with the latest frame; slowly inside the `keep` boxes (x, y, w, h, detection pixels)."""
         if self._skip_learning:
             return
-        if self._learning_s > 0:
-            cv2.accumulateWeighted(self.blurred, self.background, _alpha(dt, max(self.settings.learn_s / 4, 1e-3)))
-            return
-        fast = _alpha(dt, self.settings.background_s)
-        if not len(keep):
+        learning = self._learning_s > 0
+        fast = _alpha(dt, LEARNING_S if learning else self.settings.background_s)
+        if not keep:
             cv2.accumulateWeighted(self.blurred, self.background, fast)
             return
         self._protected[:] = 0
@@ -187,60 +185,43 @@ class MotionDetector:
         unexplained = np.count_nonzero(cv2.absdiff(self.blurred, cv2.convertScaleAbs(relit)) > self.settings.threshold)
         return relit if unexplained <= self.changed_share * self.area / 3 else None
 
-    def _objects(self, boxes: np.ndarray) -> np.ndarray:
-        boxes = merge_parts(boxes)
-        widths, heights = boxes[:, 2], boxes[:, 3]
-        share = widths * heights / self.area
-        aspect = widths / heights
-        keep = (
-            (share >= self.objects.min_area) & (share <= self.objects.max_area)
-            & (aspect >= self.objects.min_aspect) & (aspect <= self.objects.max_aspect)
-        )
-        return boxes[keep]
+    def _objects(self, boxes: list[Box]) -> list[Box]:
+        """The boxes that pass the size and aspect filter, after joining the parts of each object."""
+        floor = self.objects.min_area * self.area / 4  # specks too small to be part of anything: not worth joining
+        boxes = merge_parts([box for box in boxes if box[2] * box[3] >= floor])
+        low, high = self.objects.min_area * self.area, self.objects.max_area * self.area
+        return [
+            box for box in boxes
+            if low <= box[2] * box[3] <= high and self.objects.min_aspect <= box[2] / box[3] <= self.objects.max_aspect
+        ]
 
 
-def merge_parts(boxes: np.ndarray) -> np.ndarray:
+def merge_parts(boxes: list[Box]) -> list[Box]:
     """Boxes (x, y, w, h) with each group of parts of one object replaced by its union.
 
     Parts overlap, or are stacked: mostly above one another with a small gap (a head, a torso that looks like
-    the background behind it, legs). Two people side by side stay apart.
+    the background behind it, legs). Two people side by side stay apart. Plain Python: there are a handful.
     """
-    if len(boxes) < 2:
-        return boxes
-    x0, y0, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    x1, y1 = x0 + w, y0 + h
-    x_overlap = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
-    y_gap = np.maximum(y0[:, None], y0[None, :]) - np.minimum(y1[:, None], y1[None, :])
-    overlapping = (x_overlap > 0) & (y_gap < 0)
-    stacked = (x_overlap >= 0.5 * np.minimum(w[:, None], w[None, :])) & (y_gap <= 0.5 * np.minimum(h[:, None], h[None, :]))
-    joined = overlapping | stacked
-    if np.count_nonzero(joined) == len(boxes):  # each box only joins itself: the usual case
-        return boxes
-    _, group = _components(joined)
-    merged = np.empty((group.max() + 1, 4), np.int32)
-    for g in range(len(merged)):
-        members = group == g
-        left, top = x0[members].min(), y0[members].min()
-        merged[g] = (left, top, x1[members].max() - left, y1[members].max() - top)
-    return merge_parts(merged)  # a union can join a box that neither part did
+    boxes = list(boxes)
+    joined = True
+    while joined and 1 < len(boxes) <= MAX_JOINED:
+        joined = False
+        for i, j in combinations(range(len(boxes)), 2):
+            if _parts_of_one(boxes[i], boxes[j]):
+                (ax, ay, aw, ah), (bx, by, bw, bh) = boxes[i], boxes[j]
+                x, y = min(ax, bx), min(ay, by)
+                boxes[i] = (x, y, max(ax + aw, bx + bw) - x, max(ay + ah, by + bh) - y)
+                del boxes[j]
+                joined = True
+                break
+    return boxes
 
 
-def _components(adjacency: np.ndarray) -> tuple[int, np.ndarray]:
-    """Connected components of a small symmetric boolean adjacency matrix."""
-    group = np.full(len(adjacency), -1)
-    count = 0
-    for start in range(len(adjacency)):
-        if group[start] >= 0:
-            continue
-        frontier = [start]
-        group[start] = count
-        while frontier:
-            node = frontier.pop()
-            for other in np.flatnonzero(adjacency[node] & (group < 0)):
-                group[other] = count
-                frontier.append(other)
-        count += 1
-    return count, group
+def _parts_of_one(a: Box, b: Box) -> bool:
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    x_overlap = min(ax + aw, bx + bw) - max(ax, bx)
+    y_gap = max(ay, by) - min(ay + ah, by + bh)
+    return (x_overlap > 0 and y_gap < 0) or (x_overlap >= 0.5 * min(aw, bw) and y_gap <= 0.5 * min(ah, bh))
 
 
 def _alpha(dt: float, time_constant_s: float) -> float:

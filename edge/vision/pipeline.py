@@ -10,7 +10,7 @@ import numpy as np
 
 from edge.vision.analytics import Analytics
 from edge.vision.events import CameraEvent, CameraEventKind
-from edge.vision.motion import NO_BOXES, MotionDetector
+from edge.vision.motion import MotionDetector
 from edge.vision.tamper import TamperDetector
 from edge.vision.tracker import Tracker
 from guardlink.cameraconfig import CameraSettings
@@ -39,8 +39,7 @@ class CameraPipeline:
         self.frames += 1
         boxes = self.motion.detect(luma, dt)
         tracks = self.tracker.update(boxes, t, dt)
-        real = [track.box for track in tracks if track.moved]
-        self.motion.learn(dt, np.array(real) if real else NO_BOXES)
+        self.motion.learn(dt, [track.box for track in tracks if track.moved])
         events = self.analytics.update(tracks, t, frame)
         change = self.tamper.update(self.motion.small, self.motion.blurred, t)
         if change is not None:

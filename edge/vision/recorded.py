@@ -30,6 +30,7 @@ def analyze_video(path: str, camera: CameraSettings, progress: Progress | None =
     progress = progress if progress is not None else Progress()
     source = open_source(camera, source=path, live=False)
     try:
+        source.start()
         progress.fps = source.fps or DEFAULT_FPS
         rows, columns = source.shape
         progress.frame_size = (columns, rows)

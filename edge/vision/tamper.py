@@ -32,7 +32,8 @@ class TamperDetector:
         self.settings = settings
         self._laplacian = np.empty((height, width), np.int16)
         self._magnitude = np.empty((height, width), np.uint8)
-        self._reference8 = np.empty((height, width), np.uint8)
+        self._current = np.empty((height, width), np.float32)
+        self._product = np.empty((height, width), np.float32)
         self.reference: np.ndarray | None = None
         self.reference_contrast = 0.0
         self.reference_sharpness = 0.0
@@ -49,7 +50,8 @@ class TamperDetector:
             return None
         dt = 0.0 if self._last_check is None else t - self._last_check
         self._last_check = t
-        contrast = float(cv2.meanStdDev(blurred)[1][0, 0])
+        mean, deviation = cv2.meanStdDev(blurred)
+        contrast = float(deviation[0, 0])
         cv2.Laplacian(small, cv2.CV_16S, dst=self._laplacian)
         cv2.convertScaleAbs(self._laplacian, dst=self._magnitude)
         sharpness = cv2.mean(self._magnitude)[0] / (contrast + 1.0)
@@ -57,8 +59,7 @@ class TamperDetector:
             self.reference = blurred.astype(np.float32)
             self.reference_contrast, self.reference_sharpness = contrast, sharpness
             return None
-        cv2.convertScaleAbs(self.reference, dst=self._reference8)
-        similarity = float(cv2.matchTemplate(blurred, self._reference8, cv2.TM_CCOEFF_NORMED)[0, 0]) if contrast > 1 else 0.0
+        similarity = self._correlation(blurred, float(mean[0, 0]), contrast)
         self.features = (contrast, sharpness, similarity)
         seen = self._judge(contrast, sharpness, similarity)
         if seen != self._seen:
@@ -81,6 +82,15 @@ class TamperDetector:
             self.reference_contrast, self.reference_sharpness = contrast, sharpness
             return self._clear()
         return None
+
+    def _correlation(self, blurred: np.ndarray, mean: float, deviation: float) -> float:
+        """Pearson correlation of the frame with the reference view (1: the same layout, lighting aside)."""
+        reference_mean, reference_deviation = (float(v[0, 0]) for v in cv2.meanStdDev(self.reference))
+        if deviation < 1 or reference_deviation < 1:
+            return 0.0
+        self._current[:] = blurred
+        cv2.multiply(self._current, self.reference, dst=self._product)
+        return (cv2.mean(self._product)[0] - mean * reference_mean) / (deviation * reference_deviation)
 
     def _clear(self) -> tuple[str, bool]:
         cleared, self.state = self.state, None

@@ -1,16 +1,21 @@
 """A multi-object tracker: detections are matched to tracks by the overlap of each track's predicted box, then by
-distance; a constant-velocity motion model carries a track through short gaps; confirmed tracks get stable ids."""
+distance; a constant-velocity motion model carries a track through short gaps; confirmed tracks get stable ids.
+
+Plain Python floats: a camera has a handful of objects, and numpy's per-call cost would dominate.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from guardlink.cameraconfig import TrackerSettings
 
+Box = tuple[float, float, float, float]  # x, y, w, h in detection pixels
+
 MIN_IOU = 0.1  # predicted and detected boxes overlapping less than this are matched by distance, if at all
-GATE = 1.5  # a detection further than this many track sizes from the prediction is someone else
+GATE = 1.5  # a detection further than this many object sizes from the prediction is someone else
 SMOOTHING = 0.3  # weight of the prediction in the updated box: steadier bottom-centre points for zones and lines
 VELOCITY_SMOOTHING = 0.6
 SIZE_SMOOTHING = 0.8
@@ -21,16 +26,16 @@ MOVED = 0.3  # of its height: how far an object must go from where it appeared t
 
 @dataclass(slots=True)
 class Track:
-    """An object followed across frames; `box` is (x, y, w, h) in detection pixels."""
+    """An object followed across frames."""
 
-    box: np.ndarray
+    box: Box
     first_seen: float
     last_seen: float
     origin: tuple[float, float]  # bottom-centre where it was first detected
-    centre: np.ndarray  # box centre when last matched
-    size: np.ndarray  # typical (w, h): a detection of only part of the object does not shrink it
+    centre: tuple[float, float]  # box centre when last matched
+    size: tuple[float, float]  # typical (w, h): a detection of only part of the object does not shrink it
     id: int | None = None  # given once confirmed
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # of the box, pixels per second
+    velocity: tuple[float, float] = (0.0, 0.0)  # of the box, pixels per second
     hits: int = 1
     missed_s: float = 0.0
     seen: bool = True  # matched to a detection in the latest frame
@@ -41,7 +46,7 @@ class Track:
     def foot(self) -> tuple[float, float]:
         """Bottom-centre of the box: where the object stands."""
         x, y, w, h = self.box
-        return float(x + w / 2), float(y + h)
+        return x + w / 2, y + h
 
 
 class Tracker:
@@ -52,33 +57,35 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, boxes: np.ndarray, t: float, dt: float) -> list[Track]:
+    def update(self, detections: Sequence[Box], t: float, dt: float) -> list[Track]:
         """Advance every track to time `t` with this frame's boxes; returns the confirmed tracks."""
         for track in self.tracks:
-            track.box[:2] += track.velocity * dt
-        detections = boxes.astype(np.float64)
-        matched_tracks, matched_detections = self._match(detections)
-        for ti, di in zip(matched_tracks, matched_detections):
+            x, y, w, h = track.box
+            track.box = (x + track.velocity[0] * dt, y + track.velocity[1] * dt, w, h)
+        pairs = self._match(detections)
+        for ti, di in pairs:
             self._hit(self.tracks[ti], detections[di], t)
-        unmatched = set(range(len(self.tracks))) - set(matched_tracks)
+        matched_tracks = {ti for ti, _ in pairs}
         survivors = []
         for i, track in enumerate(self.tracks):
-            if i in unmatched:
+            if i not in matched_tracks:
                 track.seen = False
                 track.hits = 0
                 track.missed_s += dt
-                track.velocity *= COAST_DAMPING
+                track.velocity = (track.velocity[0] * COAST_DAMPING, track.velocity[1] * COAST_DAMPING)
                 if track.id is None or track.missed_s > self.settings.max_missed_s:
                     continue
             survivors.append(track)
-        new = set(range(len(detections))) - set(matched_detections)
-        for di in sorted(new):
-            box = detections[di].copy()
-            parent = next((tr.id for tr in survivors if tr.id is not None and _touches(box, tr.box, SPLIT_REACH)), None)
+        matched_detections = {di for _, di in pairs}
+        for di, box in enumerate(detections):
+            if di in matched_detections:
+                continue
+            x, y, w, h = box = tuple(float(v) for v in box)
+            parent = next((tr for tr in survivors if tr.id is not None and _touches(box, tr.box, SPLIT_REACH)), None)
             survivors.append(
                 Track(
-                    box=box, first_seen=t, last_seen=t, origin=(box[0] + box[2] / 2, box[1] + box[3]),
-                    centre=box[:2] + box[2:] / 2, size=box[2:].copy(), parent=parent,
+                    box=box, first_seen=t, last_seen=t, origin=(x + w / 2, y + h), centre=(x + w / 2, y + h / 2), size=(w, h),
+                    parent=parent.id if parent else None, moved=parent.moved if parent else False,
                 )
             )
         self.tracks = survivors
@@ -88,66 +95,68 @@ class Tracker:
                 self._next_id += 1
         return [track for track in self.tracks if track.id is not None]
 
-    def _hit(self, track: Track, detection: np.ndarray, t: float) -> None:
+    def _hit(self, track: Track, detection: Box, t: float) -> None:
         elapsed = max(t - track.last_seen, 1e-3)
-        box = SMOOTHING * track.box + (1 - SMOOTHING) * detection
-        centre = box[:2] + box[2:] / 2
-        track.velocity = VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * (centre - track.centre) / elapsed
-        track.box = box
-        track.centre = centre
-        track.size = SIZE_SMOOTHING * track.size + (1 - SIZE_SMOOTHING) * box[2:]
-        foot = track.foot
-        track.moved = track.moved or abs(foot[0] - track.origin[0]) + abs(foot[1] - track.origin[1]) >= MOVED * box[3]
-        track.last_seen = t
-        track.missed_s = 0.0
+        x, y, w, h = (SMOOTHING * p + (1 - SMOOTHING) * d for p, d in zip(track.box, detection))
+        cx, cy = x + w / 2, y + h / 2
+        (vx, vy), (px, py) = track.velocity, track.centre
+        track.velocity = (
+            VELOCITY_SMOOTHING * vx + (1 - VELOCITY_SMOOTHING) * (cx - px) / elapsed,
+            VELOCITY_SMOOTHING * vy + (1 - VELOCITY_SMOOTHING) * (cy - py) / elapsed,
+        )
+        track.box, track.centre = (x, y, w, h), (cx, cy)
+        track.size = (SIZE_SMOOTHING * track.size[0] + (1 - SIZE_SMOOTHING) * w, SIZE_SMOOTHING * track.size[1] + (1 - SIZE_SMOOTHING) * h)
+        track.last_seen, track.missed_s, track.seen = t, 0.0, True
         track.hits += 1
-        track.seen = True
+        if not track.moved:
+            ox, oy = track.origin
+            track.moved = abs(cx - ox) + abs(y + h - oy) >= MOVED * h
 
-    def _match(self, detections: np.ndarray) -> tuple[list[int], list[int]]:
+    def _match(self, detections: Sequence[Box]) -> list[tuple[int, int]]:
         """Greedy one-to-one matching: best overlaps first, then nearest centres within the gate."""
-        if not self.tracks or not len(detections):
-            return [], []
-        predicted = np.array([track.box for track in self.tracks])
-        rows: list[int] = []
-        cols: list[int] = []
-        iou = _iou(predicted, detections)
-        for ti, di in zip(*np.unravel_index(np.argsort(-iou, axis=None), iou.shape)):
-            if iou[ti, di] < MIN_IOU:
-                break
-            if ti not in rows and di not in cols:
-                rows.append(int(ti))
-                cols.append(int(di))
-        free_t = [i for i in range(len(predicted)) if i not in rows]
-        free_d = [i for i in range(len(detections)) if i not in cols]
-        if free_t and free_d:
-            centres_t = predicted[free_t, :2] + predicted[free_t, 2:] / 2
-            centres_d = detections[free_d, :2] + detections[free_d, 2:] / 2
-            distance = np.linalg.norm(centres_t[:, None, :] - centres_d[None, :, :], axis=2)
-            missed = np.array([self.tracks[i].missed_s for i in free_t])
-            sizes = np.array([self.tracks[i].size.max() for i in free_t])
-            reach = (GATE * sizes * (1 + missed))[:, None]  # a lost object may have gone further
-            distance[distance > reach] = np.inf
-            for a, b in zip(*np.unravel_index(np.argsort(distance, axis=None), distance.shape)):
-                if not np.isfinite(distance[a, b]):
-                    break
-                ti, di = free_t[a], free_d[b]
-                if ti not in rows and di not in cols:
-                    rows.append(ti)
-                    cols.append(di)
-        return rows, cols
+        if not self.tracks or not detections:
+            return []
+        candidates = sorted(
+            ((iou, ti, di) for ti, track in enumerate(self.tracks) for di, box in enumerate(detections) if (iou := _iou(track.box, box)) >= MIN_IOU),
+            reverse=True,
+        )
+        pairs: list[tuple[int, int]] = []
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for _, ti, di in candidates:
+            if ti not in used_t and di not in used_d:
+                pairs.append((ti, di))
+                used_t.add(ti)
+                used_d.add(di)
+        nearby = []
+        for ti, track in enumerate(self.tracks):
+            if ti in used_t:
+                continue
+            reach = GATE * max(track.size) * (1 + track.missed_s)  # a lost object may have gone further
+            tx, ty = track.box[0] + track.box[2] / 2, track.box[1] + track.box[3] / 2
+            for di, (x, y, w, h) in enumerate(detections):
+                if di not in used_d and (distance := math.hypot(x + w / 2 - tx, y + h / 2 - ty)) <= reach:
+                    nearby.append((distance, ti, di))
+        for _, ti, di in sorted(nearby):
+            if ti not in used_t and di not in used_d:
+                pairs.append((ti, di))
+                used_t.add(ti)
+                used_d.add(di)
+        return pairs
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box in `a` with every box in `b` (x, y, w, h)."""
-    ax0, ay0, ax1, ay1 = a[:, 0:1], a[:, 1:2], a[:, 0:1] + a[:, 2:3], a[:, 1:2] + a[:, 3:4]
-    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
-    union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
-    return inter / np.maximum(union, 1e-9)
+def _iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (x, y, w, h)."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (aw * ah + bw * bh - inter)
 
 
-def _touches(box: np.ndarray, other: np.ndarray, grow: float) -> bool:
+def _touches(box: Box, other: Box, grow: float) -> bool:
     """Whether `box` overlaps `other` grown by `grow` of its size on every side."""
-    ox, oy, ow, oh = other
-    bx, by, bw, bh = box
+    (bx, by, bw, bh), (ox, oy, ow, oh) = box, other
     return bx < ox + (1 + grow) * ow and ox - grow * ow < bx + bw and by < oy + (1 + grow) * oh and oy - grow * oh < by + bh

@@ -9,6 +9,7 @@ BENCHMARKS = {
     "latency": "panic press -> police through the durable edge, vs a bare paho relay",
     "dispatch": "nearest available guard among 100k, vs scipy cKDTree and numpy brute force",
     "ingest": "device events decoded and evaluated by the edge, vs a raw paho subscriber on the same broker",
+    "vision": "camera motion core vs a reference OpenCV pipeline, whole pipeline vs decode only, two cameras vs one",
 }
 
 

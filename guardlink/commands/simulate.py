@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.devices:
         config = with_simulated_devices(config, args.devices)
     if args.site_out:
-        args.site_out.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+        # Self-contained: what the devices' templates gave is in the devices now, so the file works anywhere.
+        document = config.model_dump(mode="json", exclude_defaults=True, exclude={"devices": {"__all__": {"template"}}})
+        args.site_out.write_text(yaml.safe_dump(document, sort_keys=False))
         print(f"wrote {args.site_out} with {len(config.devices)} devices", file=sys.stderr)
     broker = args.broker or BrokerUrl.parse(config.broker)
     public_key = None
