@@ -40,8 +40,8 @@ def of(events: list[CameraEvent], kind: CameraEventKind) -> list[CameraEvent]:
 
 @pytest.fixture(scope="module")
 def yard(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scene, list[CameraEvent]]:
-    """150 s of people crossing a yard, with a lighting step at 50 s, an IR switch at 100 s and a flash at 125 s."""
-    scene = Scene(WIDTH, HEIGHT, FPS, 150, yard_walkers(150, seed=3), seed=3, lighting=[(50, 1.35, 10)], ir_at=100, flashes=[125])
+    """Three minutes of people crossing a yard, with a lighting step at 60 s, an IR switch at 120 s and a flash at 150 s."""
+    scene = Scene(WIDTH, HEIGHT, FPS, 180, yard_walkers(180, seed=4), seed=4, lighting=[(60, 1.35, 10)], ir_at=120, flashes=[150])
     return scene, analyse(scene, YARD, tmp_path_factory.mktemp("yard") / "yard.mp4")
 
 
@@ -53,7 +53,7 @@ def test_intrusion_precision_and_recall_are_at_least_95_percent(yard):
     found = [(e.zone, e.time) for e in of(events, CameraEventKind.INTRUSION)]
     tp, fp, fn = score(found, clear, marginal, TOLERANCE_S)
     precision, recall = precision_recall(tp, fp, fn)
-    assert len(clear) >= 12
+    assert len(clear) >= 20
     assert precision >= 0.95 and recall >= 0.95, f"intrusion precision {precision:.3f} recall {recall:.3f} ({tp} tp, {fp} fp, {fn} fn)"
 
 

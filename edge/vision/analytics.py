@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from edge.vision.events import CameraEvent, CameraEventKind
-from edge.vision.tracker import Track
+from edge.vision.tracker import SPLIT_REACH, Track, touches
 from edge.vision.zones import Point, Tripwire, ZoneShape
 from guardlink.cameraconfig import CameraSettings, CameraZone, Line
 
@@ -54,9 +54,11 @@ class Analytics:
     def update(self, tracks: list[Track], t: float, frame: int) -> list[CameraEvent]:
         """Events fired by this frame's tracks."""
         events: list[CameraEvent] = []
+        boxes = {track.id: track.box for track in tracks}
         for track in tracks:
-            # A blob that never moved is a ghost or a lighting residue, not someone who walked in.
-            if not track.seen or not track.moved:
+            # A blob that never moved is a ghost or a lighting residue, not someone who walked in; a piece that split
+            # off a tracked object and still touches it is part of it (a person in two halves), not someone else.
+            if not track.seen or not track.moved or (track.parent in boxes and touches(track.box, boxes[track.parent], SPLIT_REACH)):
                 continue
             if track.id not in self._known:
                 self._known.add(track.id)

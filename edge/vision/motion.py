@@ -94,11 +94,6 @@ class MotionDetector:
         self.lighting_changes = 0  # global changes absorbed by a tone curve
         self.relearns = 0  # changes no tone curve explained: background relearnt
 
-    @property
-    def learning(self) -> bool:
-        """True while the background is being (re)learnt and no motion is reported."""
-        return self._learning_s > 0
-
     def detect(self, luma: np.ndarray, dt: float) -> list[Box]:
         """Boxes of moving objects in this frame; `dt` is the time since the previous frame in seconds.
 
@@ -140,7 +135,7 @@ class MotionDetector:
             [(x + grow, y + grow, max(1, w - 2 * grow), max(1, h - 2 * grow)) for x, y, w, h in map(cv2.boundingRect, contours)]
         )
 
-    def learn(self, dt: float, keep: Sequence[Box] = ()) -> None:
+    def learn(self, dt: float, keep: Sequence[tuple[float, float, float, float]] = ()) -> None:
         """Update the background with the latest frame; slowly inside the `keep` boxes (x, y, w, h, detection pixels)."""
         if self._skip_learning:
             return

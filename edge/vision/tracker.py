@@ -20,6 +20,7 @@ SMOOTHING = 0.3  # weight of the prediction in the updated box: steadier bottom-
 VELOCITY_SMOOTHING = 0.6
 SIZE_SMOOTHING = 0.8
 COAST_DAMPING = 0.85  # per missed frame: a lost object is assumed to slow down rather than fly off
+GROUP_AREA = 1.5  # a blob this many times an object's usual area, holding it and another, is the two of them
 SPLIT_REACH = 0.5  # a new object this close to a tracked one (share of its size) split off from it
 MOVED = 0.3  # of its height: how far an object must go from where it appeared to count as having moved
 
@@ -62,10 +63,15 @@ class Tracker:
         for track in self.tracks:
             x, y, w, h = track.box
             track.box = (x + track.velocity[0] * dt, y + track.velocity[1] * dt, w, h)
-        pairs = self._match(detections)
+        grouped, merged = self._groups(detections)
+        pairs = self._match(detections, grouped, merged)
         for ti, di in pairs:
             self._hit(self.tracks[ti], detections[di], t)
-        matched_tracks = {ti for ti, _ in pairs}
+        for ti in grouped:  # hidden in a group: it keeps its predicted box (slowing down) and its place in zones
+            track = self.tracks[ti]
+            track.seen = False
+            track.velocity = (track.velocity[0] * COAST_DAMPING, track.velocity[1] * COAST_DAMPING)
+        matched_tracks = {ti for ti, _ in pairs} | grouped
         survivors = []
         for i, track in enumerate(self.tracks):
             if i not in matched_tracks:
@@ -76,12 +82,12 @@ class Tracker:
                 if track.id is None or track.missed_s > self.settings.max_missed_s:
                     continue
             survivors.append(track)
-        matched_detections = {di for _, di in pairs}
+        matched_detections = {di for _, di in pairs} | merged
         for di, box in enumerate(detections):
             if di in matched_detections:
                 continue
             x, y, w, h = box = tuple(float(v) for v in box)
-            parent = next((tr for tr in survivors if tr.id is not None and _touches(box, tr.box, SPLIT_REACH)), None)
+            parent = next((tr for tr in survivors if tr.id is not None and touches(box, tr.box, SPLIT_REACH)), None)
             survivors.append(
                 Track(
                     box=box, first_seen=t, last_seen=t, origin=(x + w / 2, y + h), centre=(x + w / 2, y + h / 2), size=(w, h),
@@ -112,17 +118,36 @@ class Tracker:
             ox, oy = track.origin
             track.moved = abs(cx - ox) + abs(y + h - oy) >= MOVED * h
 
-    def _match(self, detections: Sequence[Box]) -> list[tuple[int, int]]:
+    def _groups(self, detections: Sequence[Box]) -> tuple[set[int], set[int]]:
+        """Detections that are two or more tracked objects merged into one blob (people passing close), and those
+        tracks: (track indices, detection indices)."""
+        grouped: set[int] = set()
+        merged: set[int] = set()
+        for di, (x, y, w, h) in enumerate(detections):
+            inside = [
+                ti for ti, track in enumerate(self.tracks)
+                if track.id is not None and x <= track.box[0] + track.box[2] / 2 <= x + w and y <= track.box[1] + track.box[3] / 2 <= y + h
+                and w * h >= GROUP_AREA * track.size[0] * track.size[1]
+            ]
+            if len(inside) >= 2:
+                grouped.update(inside)
+                merged.add(di)
+        return grouped, merged
+
+    def _match(self, detections: Sequence[Box], grouped: set[int], merged: set[int]) -> list[tuple[int, int]]:
         """Greedy one-to-one matching: best overlaps first, then nearest centres within the gate."""
         if not self.tracks or not detections:
             return []
         candidates = sorted(
-            ((iou, ti, di) for ti, track in enumerate(self.tracks) for di, box in enumerate(detections) if (iou := _iou(track.box, box)) >= MIN_IOU),
+            (
+                (iou, ti, di) for ti, track in enumerate(self.tracks) for di, box in enumerate(detections)
+                if ti not in grouped and di not in merged and (iou := _iou(track.box, box)) >= MIN_IOU
+            ),
             reverse=True,
         )
         pairs: list[tuple[int, int]] = []
-        used_t: set[int] = set()
-        used_d: set[int] = set()
+        used_t: set[int] = set(grouped)
+        used_d: set[int] = set(merged)
         for _, ti, di in candidates:
             if ti not in used_t and di not in used_d:
                 pairs.append((ti, di))
@@ -156,7 +181,7 @@ def _iou(a: Box, b: Box) -> float:
     return inter / (aw * ah + bw * bh - inter)
 
 
-def _touches(box: Box, other: Box, grow: float) -> bool:
+def touches(box: Box, other: Box, grow: float) -> bool:
     """Whether `box` overlaps `other` grown by `grow` of its size on every side."""
     (bx, by, bw, bh), (ox, oy, ow, oh) = box, other
     return bx < ox + (1 + grow) * ow and ox - grow * ow < bx + bw and by < oy + (1 + grow) * oh and oy - grow * oh < by + bh
