@@ -123,7 +123,8 @@ class FfmpegSource:
         elif live:
             command += ["-re", "-stream_loop", "-1"]  # a file as a camera: its own rate, forever
         command += ["-i", url, "-filter_threads", "1"]
-        luma = "extractplanes=y" + (f",scale=-2:{rows}:flags=fast_bilinear" if rows else "")
+        # Scale first, then take the Y plane of the small frame: copying the full-size plane costs more than the scaling.
+        luma = f"scale=-2:{rows}:flags=fast_bilinear,format=yuv420p,extractplanes=y" if rows else "extractplanes=y"
         if camera.detect_fps:
             luma = f"fps={camera.detect_fps}," + luma
         ring_read = ring_write = None
