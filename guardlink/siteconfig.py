@@ -36,8 +36,6 @@ from guardlink.yamlconfig import (
     validation_errors,
 )
 
-_ID = ID_PATTERN
-_ID_HELP = ID_HELP
 
 
 class BrokerUrl(BaseModel):
@@ -87,9 +85,9 @@ class Position(_Model):
 class SiteInfo(_Model):
     """Who and where the site is."""
 
-    id: str = Field(pattern=_ID, description=f"short site id used in topics ({_ID_HELP})")
+    id: str = Field(pattern=ID_PATTERN, description=f"short site id used in topics ({ID_HELP})")
     name: str = Field(min_length=1)
-    district: str = Field(pattern=_ID, description="police district the site reports to")
+    district: str = Field(pattern=ID_PATTERN, description="police district the site reports to")
     location: Position
     timezone: str = Field(default="UTC", description="IANA time zone for guard schedules, e.g. Asia/Shanghai")
 
@@ -106,14 +104,14 @@ class SiteInfo(_Model):
 class Zone(_Model):
     """A named area of the site (gate, yard, hall ...)."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     name: str | None = None
 
 
 class Device(_Model):
     """A device at the site and how guardlink reads it."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     driver: str = Field(description="device family, e.g. zigbee2mqtt, guardlink_wearable, owntracks")
     topic: str | None = Field(default=None, description="native MQTT topic; the driver's default when omitted")
     location: Position | None = Field(default=None, description="where a fixed device is mounted")
@@ -165,7 +163,7 @@ class TemplateDefaults(_Model):
 class DeviceTemplate(_Model):
     """Defaults for one device model, in firmware_configs/templates/<model>.yaml."""
 
-    model: str = Field(pattern=_ID, description="referred to by `template:` in site files")
+    model: str = Field(pattern=ID_PATTERN, description="referred to by `template:` in site files")
     driver: str = Field(description="the device family this model speaks")
     description: str = ""
     defaults: TemplateDefaults = Field(default_factory=TemplateDefaults)
@@ -237,7 +235,7 @@ class Post(_Model):
 class Guard(_Model):
     """A registered guard."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1)
     roles: list[str] = Field(default_factory=lambda: ["patrol"])
     wearable: str | None = Field(default=None, description="device id of the guard's wearable or phone")
@@ -254,7 +252,7 @@ class Guard(_Model):
 class Schedule(_Model):
     """Named shifts (site local time) that arm the camera rules naming it: nights, weekends, school holidays ..."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     shifts: Shifts = Field(min_length=1, description="written as guard shifts, e.g. ['daily 22:00-06:00', 'sat,sun 00:00-24:00']")
 
     def armed(self, epoch_s: float, timezone: str) -> bool:

@@ -123,7 +123,6 @@ def test_edge_killed_mid_burst_delivers_every_press_exactly_once(tmp_path, spawn
     seqs = sos_seqs(consumer)
     assert delivered_before_kill < 1000, "the kill must land mid-burst for this test to mean anything"
     assert sorted(seqs) == list(range(1000)), "every press exactly once: none lost, none escalated twice"
-    assert "event=redelivery_skipped" in edge.log.read_text() or len(consumer.payloads()) >= 1000
 
 
 def test_police_broker_down_for_a_minute_then_everything_arrives_in_order(tmp_path, spawn, recorder):
