@@ -127,7 +127,7 @@ def run(presses: int = 1000, burst: int = 3000, warmup: int = 50) -> dict[str, o
             )
             edge_log = (tmp_path / "edge.log").open("w")
             edge = subprocess.Popen(
-                [sys.executable, "-m", "guardlink.cli", "edge", "--config", str(site_file), "--broker", str(site),
+                [sys.executable, "-m", "cli", "edge", "--config", str(site_file), "--broker", str(site),
                  "--police-broker", str(police), "--outbox", str(tmp_path / "outbox.db")],
                 stdout=subprocess.DEVNULL, stderr=edge_log,
             )

@@ -279,6 +279,49 @@ class PoliceCommand(_Doc):
     count: int = Field(default=1, ge=1, le=20, description="more_guards: how many more")
 
 
+class ReceivedRevision(_Doc):
+    """One escalation revision the command centre has committed."""
+
+    id: str
+    revision: int = Field(ge=1)
+
+
+class Receipt(_Doc):
+    """The command centre's confirmation on `guardlink/police/<district>/<site>/receipts`: these revisions are
+    committed to its database. Until a revision's receipt arrives the edge counts it unreceipted and resends it."""
+
+    schema_: Literal["guardlink.receipt/1"] = Field(default="guardlink.receipt/1", alias="schema")
+    received: list[ReceivedRevision] = Field(min_length=1, max_length=1000)
+    at: datetime = Field(description="when the command centre committed them (UTC)")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, json_schema_serialization_defaults_required=True)
+
+
+class GuardReport(_Doc):
+    """One guard as the edge sees it."""
+
+    id: str
+    name: str
+    roles: list[str]
+    state: GuardState
+    job: str | None = Field(default=None, description="the escalation the guard is offered, assigned or on scene for")
+    location: Location | None = Field(default=None, description="last known position; null when never placed")
+    accuracy_m: float | None = Field(default=None, ge=0)
+    position_at: datetime | None = Field(default=None, description="when that position was reported (UTC)")
+
+
+class GuardsReport(_Doc):
+    """A site's guards on `guardlink/police/<district>/<site>/guards`: sent when a guard's state or position
+    changes, at most once every few seconds per site, and always complete (every guard of the site)."""
+
+    schema_: Literal["guardlink.guards/1"] = Field(default="guardlink.guards/1", alias="schema")
+    site: str
+    guards: list[GuardReport]
+    at: datetime = Field(description="when the edge made this report (UTC)")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, json_schema_serialization_defaults_required=True)
+
+
 def escalation_json_schema() -> dict[str, object]:
     """JSON Schema of the escalation document, as committed in guardlink/schemas/."""
     schema = Escalation.model_json_schema(by_alias=True, mode="serialization")

@@ -85,6 +85,16 @@ def police_commands(district: str, site: str) -> str:
     return f"{ROOT}/police/{district}/{site}/commands"
 
 
+def police_receipts(district: str, site: str) -> str:
+    """Where the district command centre confirms to a site which revisions it has committed (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/receipts"
+
+
+def police_guards(district: str, site: str) -> str:
+    """A site's guards as the edge sees them (positions and dispatch states), for the command centre (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/guards"
+
+
 def police_escalations_filter(district: str = "+", site: str = "+") -> str:
     """Subscription filter for the police stream; '+' means every district or site."""
     return police_escalations(district, site)

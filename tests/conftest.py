@@ -26,7 +26,7 @@ from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site
 
 REPO = Path(__file__).resolve().parent.parent
 SCHOOL = REPO / "firmware_configs" / "sites" / "school.yaml"
-GUARDLINK = [sys.executable, "-m", "guardlink.cli"]
+GUARDLINK = [sys.executable, "-m", "cli"]
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def test_uuid7_carries_its_creation_time_in_milliseconds():
 
 @pytest.mark.parametrize("document", ["escalation", "site", "template", "device-config"])
 def test_committed_schemas_match_the_models(document):
-    from guardlink.commands.schema import SCHEMAS, render
+    from cli.schema import SCHEMAS, render
 
     path = SCHEMAS[document][1]
     assert path.read_text() == render(document), f"{path} drifted from the model: run `make schemas` and commit"
@@ -84,14 +84,14 @@ def test_committed_schemas_match_the_models(document):
 def test_the_example_site_and_templates_satisfy_the_committed_schemas():
     import yaml
 
-    from guardlink.commands.schema import SCHEMAS
+    from cli.schema import SCHEMAS
 
     site_schema = json.loads(SCHEMAS["site"][1].read_text())
     template_schema = json.loads(SCHEMAS["template"][1].read_text())
     for template in (REPO / "firmware_configs" / "templates").glob("*.yaml"):
         jsonschema.validate(yaml.safe_load(template.read_text()), template_schema)
     # A site file uses templates, so it is checked as the loader completes it.
-    from guardlink.commands import load_checked_site
+    from cli import load_checked_site
 
     site = load_checked_site(REPO / "firmware_configs" / "sites" / "school.yaml")
     jsonschema.validate(site.model_dump(mode="json", by_alias=True), site_schema)

@@ -371,7 +371,7 @@ def test_edge_cli_exits_1_with_located_error_before_connecting(tmp_path: Path) -
     path.write_text(text, encoding="utf-8")
     line, col = position_of(text, "hall")
     result = subprocess.run(
-        [sys.executable, "-m", "guardlink.cli", "edge", "--config", str(path)],
+        [sys.executable, "-m", "cli", "edge", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=30,

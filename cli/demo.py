@@ -18,13 +18,13 @@ from device_drivers.simulators import GuardHabits, SiteSimulator
 from edge.embedded_broker import embedded_broker
 from edge.node import EdgeNode
 from gateway.police import PoliceWatcher, describe
-from guardlink.commands import load_checked_site
+from cli import load_checked_site
 from guardlink.models import Escalation
 from guardlink.siteconfig import SiteConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SITE = Path(__file__).resolve().parents[2] / "firmware_configs" / "sites" / "school.yaml"
+DEFAULT_SITE = Path(__file__).resolve().parents[1] / "firmware_configs" / "sites" / "school.yaml"
 
 
 def register(commands: argparse._SubParsersAction) -> None:

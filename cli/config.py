@@ -10,8 +10,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from guardlink.commands import broker_url, load_checked_site
-from guardlink.commands.keys import default_key_dir
+from cli import broker_url, load_checked_site
+from cli.keys import default_key_dir
 from guardlink.siteconfig import BrokerUrl, ConfigError, SiteConfig
 
 

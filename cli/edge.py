@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from guardlink.commands import broker_url, listen_address, load_checked_site
+from cli import broker_url, listen_address, load_checked_site
 from guardlink.siteconfig import BrokerUrl, Metrics, SiteConfig
 
 

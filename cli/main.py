@@ -1,4 +1,4 @@
-"""The `guardlink` command line: global options, and one module per subcommand in guardlink/commands/."""
+"""The `guardlink` command line: global options, and one module per subcommand in cli/."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from guardlink.commands import bench, broker_config, config, demo, edge, keys, police, schema, simulate, vision
+from cli import bench, broker_config, config, demo, edge, keys, police, schema, simulate, vision
 from guardlink.siteconfig import ConfigError
 
 COMMANDS = (demo, edge, police, simulate, bench, schema, config, keys, broker_config, vision)

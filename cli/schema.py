@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _escalation() -> dict[str, object]:
@@ -28,6 +28,8 @@ def _model(name: str, cls_path: str) -> Callable[[], dict[str, object]]:
 # document -> (how to make its schema, where it is committed)
 SCHEMAS: dict[str, tuple[Callable[[], dict[str, object]], Path]] = {
     "escalation": (_escalation, REPO / "guardlink" / "schemas" / "escalation.schema.json"),
+    "receipt": (_model("receipt", "guardlink.models.Receipt"), REPO / "guardlink" / "schemas" / "receipt.schema.json"),
+    "guards": (_model("guards", "guardlink.models.GuardsReport"), REPO / "guardlink" / "schemas" / "guards.schema.json"),
     "site": (_model("site", "guardlink.siteconfig.SiteConfig"), REPO / "firmware_configs" / "schemas" / "site.schema.json"),
     "template": (_model("device-template", "guardlink.siteconfig.DeviceTemplate"), REPO / "firmware_configs" / "schemas" / "device-template.schema.json"),
     "device-config": (_model("device-config", "guardlink.provisioning.SignedConfig"), REPO / "firmware_configs" / "schemas" / "device-config.schema.json"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from guardlink.commands import broker_url, load_checked_site
+from cli import broker_url, load_checked_site
 from guardlink.siteconfig import BrokerUrl
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from guardlink.commands import load_checked_site
+from cli import load_checked_site
 
 
 def register(commands: argparse._SubParsersAction) -> None:

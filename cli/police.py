@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from guardlink.commands import broker_url
+from cli import broker_url
 
 
 def register(commands: argparse._SubParsersAction) -> None:
