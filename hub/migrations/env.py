@@ -1,0 +1,27 @@
+"""Alembic environment: runs on the connection `hub.database.migrate` passes in (or on `sqlalchemy.url`)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from hub.database import Base, make_engine
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        with engine.begin() as connection:
+            context.configure(connection=connection, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+        return
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run()
