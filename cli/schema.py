@@ -33,6 +33,7 @@ SCHEMAS: dict[str, tuple[Callable[[], dict[str, object]], Path]] = {
     "site": (_model("site", "guardlink.siteconfig.SiteConfig"), REPO / "firmware_configs" / "schemas" / "site.schema.json"),
     "template": (_model("device-template", "guardlink.siteconfig.DeviceTemplate"), REPO / "firmware_configs" / "schemas" / "device-template.schema.json"),
     "device-config": (_model("device-config", "guardlink.provisioning.SignedConfig"), REPO / "firmware_configs" / "schemas" / "device-config.schema.json"),
+    "district": (_model("district", "guardlink.districtconfig.DistrictConfig"), REPO / "firmware_configs" / "schemas" / "district.schema.json"),
 }
 
 

@@ -1,0 +1,153 @@
+"""District configuration for the command centre (the hub): its broker, database, communities and sites; errors as file:line:col."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from guardlink.siteconfig import BrokerUrl, parse_listen
+from guardlink.yamlconfig import ID_HELP, ID_PATTERN, ConfigError, at, compose, node_at, read_text, validation_errors
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DistrictInfo(_Model):
+    """Which police district this command centre serves."""
+
+    id: str = Field(pattern=ID_PATTERN, description=f"district id, as in each site file's site.district ({ID_HELP})")
+    name: str = Field(min_length=1)
+    timezone: str = Field(default="UTC", description="IANA time zone for reports and the console, e.g. Asia/Shanghai")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+        return name
+
+
+Point = tuple[float, float]
+
+
+class Community(_Model):
+    """A community (police station area) with its chief and the sites inside it."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1)
+    chief: str = Field(min_length=1, description="the community police chief's name")
+    outline: list[Point] = Field(min_length=3, description="the area's polygon as [[lat, lon], ...] (WGS-84), at least 3 corners")
+    sites: list[str] = Field(default_factory=list, description="ids of the sites in this community")
+
+    @field_validator("outline")
+    @classmethod
+    def _in_range(cls, outline: list[Point]) -> list[Point]:
+        for lat, lon in outline:
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise ValueError(f"corner [{lat}, {lon}] is not a WGS-84 [lat, lon] (lat -90..90, lon -180..180)")
+        return outline
+
+
+class HubSettings(_Model):
+    """How the hub judges liveness and batches its work."""
+
+    heartbeat_misses: int = Field(default=3, ge=1, le=100, description="a site is offline after this many missed status heartbeats")
+    receipt_batch: int = Field(default=500, ge=1, le=1000, description="at most this many revisions in one receipt message")
+    commit_batch: int = Field(default=1000, ge=1, le=10000, description="at most this many messages committed in one transaction")
+
+
+class DistrictConfig(_Model):
+    """A district command centre: who it is, where its broker and database are, its communities and their sites."""
+
+    district: DistrictInfo
+    broker: str = Field(default="mqtt://127.0.0.1:1883", description="the district (police) broker, mqtt://[user:password@]host:port")
+    database: str | None = Field(
+        default=None, description="SQLAlchemy URL: sqlite:///path or postgresql://user@host:port/db; default $XDG_STATE_HOME/guardlink/hub-<district>.db"
+    )
+    listen: str = Field(default="127.0.0.1:8080", description="host:port of the hub's HTTP API and console")
+    communities: list[Community] = Field(default_factory=list)
+    settings: HubSettings = Field(default_factory=HubSettings)
+
+    @field_validator("broker")
+    @classmethod
+    def _valid_broker(cls, url: str) -> str:
+        BrokerUrl.parse(url)
+        return url
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+    def broker_url(self) -> BrokerUrl:
+        return BrokerUrl.parse(self.broker)
+
+    def database_url(self) -> str:
+        """The configured database, else an SQLite file in the user's state directory."""
+        if self.database:
+            return self.database
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "guardlink"
+        state.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{state / f'hub-{self.district.id}.db'}"
+
+    def community_of(self, site: str) -> str | None:
+        """The id of the community a site belongs to (None for a site the file does not place)."""
+        return next((c.id for c in self.communities if site in c.sites), None)
+
+    def sites(self) -> list[str]:
+        """Every site id the file places, in file order."""
+        return [site for community in self.communities for site in community.sites]
+
+
+def load_district(path: str | Path) -> DistrictConfig:
+    """Load and check a district file; ConfigError lists every problem as file:line:col."""
+    path = Path(path)
+    return parse_district(read_text(path, "district file"), str(path))
+
+
+def parse_district(text: str, filename: str) -> DistrictConfig:
+    """Parse district YAML text; `filename` is used in error messages. Reports every problem found."""
+    root, data, errors = compose(
+        text, filename, "a district needs at least 'district'", "a district file is a mapping with 'district', 'broker', 'communities'"
+    )
+    errors += [f"{at(filename, node_at(root, loc)[0])}: {msg}" for loc, msg in _cross_references(data)]
+    try:
+        config = DistrictConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_errors(exc, root, filename) + errors) from None
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _cross_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
+    communities = data.get("communities")
+    if not isinstance(communities, list):
+        return
+    community_ids: dict[str, int] = {}
+    placed: dict[str, str] = {}
+    for i, community in enumerate(communities):
+        if not isinstance(community, dict):
+            continue
+        cid = community.get("id")
+        if isinstance(cid, str):
+            if cid in community_ids:
+                yield ("communities", i, "id"), f"community {cid!r} is defined twice (first as communities[{community_ids[cid]}])"
+            community_ids.setdefault(cid, i)
+        sites = community.get("sites")
+        for j, site in enumerate(sites if isinstance(sites, list) else []):
+            if not isinstance(site, str):
+                continue
+            if site in placed:
+                yield ("communities", i, "sites", j), f"site {site!r} is already in community {placed[site]!r}; a site belongs to one community"
+            else:
+                placed[site] = str(cid)
