@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli import broker_url, listen_address, load_checked_site
+from gateway.lock import InUse
 from guardlink.siteconfig import BrokerUrl, Metrics, SiteConfig
+
+if TYPE_CHECKING:
+    from edge.node import EdgeNode
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -41,8 +50,21 @@ def run(args: argparse.Namespace) -> int:
         police_broker=args.police_broker or BrokerUrl.parse(config.police.broker),
         outbox_path=args.outbox or default_outbox(config),
     )
-    asyncio.run(node.run())
+    try:
+        asyncio.run(_until_stopped(node))
+    except InUse as exc:
+        print(f"guardlink edge: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _until_stopped(node: EdgeNode) -> None:
+    """Run the node; SIGTERM (systemctl stop) stops it as cleanly as Ctrl-C: offline published, outbox closed."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    try:
+        await node.run()
+    except asyncio.CancelledError:
+        log.info("event=edge_stopped site=%s", node.config.site.id)  # Ctrl-C or SIGTERM: a normal stop, exit 0
 
 
 def default_outbox(config: SiteConfig) -> Path:

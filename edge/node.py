@@ -36,6 +36,7 @@ from edge.vision.events import CameraEvent, CameraEventKind
 from edge.vision.process import CameraProcess
 from edge.wearables import WearableWatch
 from gateway.connection import Client, stay_connected
+from gateway.farewell import say_offline
 from gateway.outbox import Outbox
 from gateway.uplink import PoliceUplink
 from guardlink import topics
@@ -205,6 +206,9 @@ class EdgeNode:
                     work = self._process(client, message)
                     if work is not None:
                         self._spawn(work)
+        except asyncio.CancelledError:
+            await say_offline(client, self._status_topic, _status("offline"))  # a clean stop discards the Last Will
+            raise
         finally:
             self.site_connected = False
             self._site_client = None

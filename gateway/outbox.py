@@ -10,6 +10,7 @@ stored is lost and the site keeps dispatching.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sqlite3
 import time
@@ -20,9 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.lock import ProcessLock
 from guardlink.models import Escalation, Severity
 
 log = logging.getLogger(__name__)
+
+SET_ASIDE_KEPT = 1000  # messages that could not be processed: the newest this many are kept for inspection
+SET_ASIDE_BYTES = 64 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -38,6 +43,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (id, revision)
 );
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (source) WHERE source IS NOT NULL;
+CREATE TABLE IF NOT EXISTS set_aside (
+    at      REAL    NOT NULL,
+    origin  TEXT    NOT NULL,
+    topic   TEXT    NOT NULL,
+    bytes   INTEGER NOT NULL,
+    sha256  TEXT    NOT NULL,
+    payload BLOB    NOT NULL,
+    error   TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edge_state (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -77,9 +95,13 @@ class Outbox:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
         self._next_sequence = 1
+        self._sources: set[str] = set()  # the device messages every stored revision came from, to recognise copies
+        self._lock = ProcessLock(self.path)
 
     async def open(self) -> None:
-        """Open (or create) the database and load what was not yet delivered; never raises for a bad disk."""
+        """Open (or create) the database and load what was not yet delivered; never raises for a bad disk, raises
+        gateway.lock.InUse when another process has this outbox open (one edge per site)."""
+        self._lock.acquire()
         if not await self._connect():
             # Without the database the last sequence is unknown: continue from the clock so numbers keep rising.
             self._next_sequence = max(self._next_sequence, int(self.clock() * 1000))
@@ -104,6 +126,7 @@ class Outbox:
             await self._run(self._db.close)
             self._db = None
         self._writer.shutdown(wait=True)
+        self._lock.release()
 
     @property
     def backlog(self) -> int:
@@ -125,6 +148,8 @@ class Outbox:
     def append(self, escalation: Escalation, source: str | None = None) -> asyncio.Future[bool]:
         """Queue a revision for storing, in call order; the future says True once on disk, False if held in memory."""
         pending = Pending(escalation, escalation.to_json(), self.clock(), source)
+        if source is not None:
+            self._sources.add(source)
         pending.written = asyncio.get_running_loop().create_future()
         self._pending.append(pending)
         if self._flusher is None or self._flusher.done():
@@ -136,13 +161,28 @@ class Outbox:
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
-    async def seen_source(self, source: str, within_s: float = 3600) -> bool:
-        """True if a revision made from this device message was stored recently (a redelivered message)."""
-        if any(p.source == source for p in self._pending):
-            return True
+    def holds(self, source: str) -> bool:
+        """True if a revision made from this device message is stored (or queued for storing): a copy of it is no new alarm."""
+        return source in self._sources
+
+    async def set_aside(self, origin: str, topic: str, payload: bytes, error: str) -> None:
+        """Keep a message that could not be processed, for inspection (`set_aside` table; the newest 1,000, 64 KiB each)."""
         if self._db is None:
-            return False
-        return await self._run(self._seen_source_sync, source, self.clock() - within_s)
+            return
+        row = (self.clock(), origin, topic, len(payload), hashlib.sha256(payload).hexdigest(), payload[:SET_ASIDE_BYTES], error[:2000])
+        await self._run(self._set_aside_sync, row)
+
+    async def load_state(self, name: str) -> str | None:
+        """A named piece of edge state saved with `save_state` (None when there is none, or no database)."""
+        if self._db is None:
+            return None
+        rows = await self._run(lambda: self._db.execute("SELECT value FROM edge_state WHERE name = ?", (name,)).fetchall())
+        return rows[0][0] if rows else None
+
+    async def save_state(self, name: str, value: str) -> None:
+        """Save a named piece of edge state (the replay guard's record) beside the escalations."""
+        if self._db is not None:
+            await self._run(self._save_state_sync, name, value)
 
     async def _flush_writes(self) -> None:
         while True:
@@ -208,11 +248,12 @@ class Outbox:
 
     async def _connect(self) -> bool:
         try:
-            db, rows, top = await self._run(_open_database, self.path)
+            db, rows, top, sources = await self._run(_open_database, self.path)
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot open {self.path}: {exc}")
             return False
         self._db = db
+        self._sources |= sources
         held = {p.escalation.sequence for p in self._pending}
         loaded = [Pending(Escalation.from_json(doc), bytes(doc), at, on_disk=True, settled=True) for doc, at in rows]
         self._pending = deque(sorted([*self._pending, *(p for p in loaded if p.escalation.sequence not in held)], key=lambda p: p.escalation.sequence))
@@ -258,11 +299,20 @@ class Outbox:
             self._fail(f"cannot prune {self.path}: {exc}")
             return 0
 
-    def _seen_source_sync(self, source: str, since: float) -> bool:
+    def _set_aside_sync(self, row: tuple[object, ...]) -> None:
         try:
-            return self._db.execute("SELECT 1 FROM outbox WHERE source = ? AND stored_at >= ?", (source, since)).fetchone() is not None
-        except sqlite3.Error:
-            return False
+            with self._db:
+                self._db.execute("INSERT INTO set_aside (at, origin, topic, bytes, sha256, payload, error) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                self._db.execute("DELETE FROM set_aside WHERE rowid <= (SELECT MAX(rowid) FROM set_aside) - ?", (SET_ASIDE_KEPT,))
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot set a message aside in {self.path}: {exc}")
+
+    def _save_state_sync(self, name: str, value: str) -> None:
+        try:
+            with self._db:
+                self._db.execute("INSERT INTO edge_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot save {name} in {self.path}: {exc}")
 
     def _fail(self, reason: str) -> None:
         if self.health != f"failing: {reason}":
@@ -275,7 +325,7 @@ class Outbox:
         self.health = "ok"
 
 
-def _open_database(path: Path) -> tuple[sqlite3.Connection, list[tuple[bytes, float]], int]:
+def _open_database(path: Path) -> tuple[sqlite3.Connection, list[tuple[bytes, float]], int, set[str]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -287,7 +337,8 @@ def _open_database(path: Path) -> tuple[sqlite3.Connection, list[tuple[bytes, fl
             "SELECT document, stored_at FROM outbox WHERE delivered_at IS NULL AND expired_at IS NULL ORDER BY sequence"
         ).fetchall()
         top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM outbox").fetchone()[0]
+        sources = {source for (source,) in db.execute("SELECT source FROM outbox WHERE source IS NOT NULL")}
     except BaseException:
         db.close()
         raise
-    return db, rows, top
+    return db, rows, top, sources

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from gateway.connection import stay_connected
+from gateway.farewell import say_offline
 from gateway.outbox import Outbox
 from guardlink import topics
 from guardlink.siteconfig import BrokerUrl
@@ -59,15 +60,22 @@ class PoliceUplink:
     async def _session(self, client: aiomqtt.Client) -> None:
         self.connected = True
         try:
-            await client.subscribe(self.commands_topic, qos=1)
+            await self._serve(client)
+        except asyncio.CancelledError:
+            await say_offline(client, self.status_topic, self._status_document("offline"))  # a clean stop: no Last Will
+            raise
+        finally:
+            self.connected = False
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.commands_topic, qos=1)
+        try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._heartbeat(client))
                 tasks.create_task(self._deliver(client))
                 tasks.create_task(self._commands(client))
         except* aiomqtt.MqttError as group:
             raise group.exceptions[0] from None
-        finally:
-            self.connected = False
 
     async def _deliver(self, client: aiomqtt.Client) -> None:
         while True:
