@@ -50,7 +50,7 @@ def send_command(args: argparse.Namespace) -> int:
     client.connect(args.broker.host, args.broker.port)
     client.loop_start()
     try:
-        info = client.publish(topics.police_commands(args.district, args.site), doc.model_dump_json().encode(), qos=1)
+        info = client.publish(topics.police_commands(args.district, args.site), doc.to_json(), qos=1)
         info.wait_for_publish(10)
         if not info.is_published():
             print(f"the police broker {args.broker} did not acknowledge the command", file=sys.stderr)

@@ -277,6 +277,11 @@ class PoliceCommand(_Doc):
     escalation: str
     by: str = Field(min_length=1, max_length=64, description="officer or desk issuing it")
     count: int = Field(default=1, ge=1, le=20, description="more_guards: how many more")
+    note: str | None = Field(default=None, max_length=500, description="close: why the police closed it (optional; older senders omit it)")
+
+    def to_json(self) -> bytes:
+        """The wire form; an absent note is left out so edges that predate it still accept the command."""
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 class ReceivedRevision(_Doc):
