@@ -24,6 +24,7 @@ from guardlink.models import (
     Evidence,
     GuardState,
     Incident,
+    IncidentKind,
     Location,
     Offer,
     PoliceCommand,
@@ -77,6 +78,8 @@ class Dispatcher:
         excluded = {incident.raised_by_guard} if incident.raised_by_guard and needs.exclude_reporter else set()
         draft = first_revision(self.config, incident, needs.guards, now=now, sequence=self.sequence())
         job = Job(draft, needs, target, excluded)
+        if incident.kind is IncidentKind.DEVICE_OFFLINE:
+            self.board.wearable_online(incident.device, False)  # before choosing: a guard wearing it is not offered this one either
         assignments, offered = self._fill(job, [], now)
         job.escalation = draft.model_copy(update={"assignments": assignments, "status": _status(job, assignments)})
         self.jobs[draft.id] = job
@@ -92,6 +95,8 @@ class Dispatcher:
             excluded.add(incident.raised_by_guard)
         active = [a for a in escalation.assignments if a.state in ACTIVE and a.guard in self.board.guards]
         job = Job(escalation, needs, target, excluded, extra=max(0, len(active) - needs.guards))
+        if incident.kind is IncidentKind.DEVICE_OFFLINE:
+            self.board.wearable_online(incident.device, False)
         state_of = {AssignmentState.OFFERED: GuardState.OFFERED, AssignmentState.ASSIGNED: GuardState.ASSIGNED, AssignmentState.ON_SCENE: GuardState.ON_SCENE}
         for a in active:
             self.board.set_state(a.guard, state_of[a.state], escalation.id)

@@ -24,6 +24,7 @@ class GuardStatus:
     state: GuardState = GuardState.OFF_DUTY
     placed: Placed | None = None
     job: str | None = None  # the escalation the guard is offered or assigned
+    reachable: bool = True  # false while the guard's wearable is offline: an offer could not reach them
 
     @property
     def point(self) -> LatLon | None:
@@ -47,11 +48,15 @@ class GuardBoard:
         return self.guards[guard] if guard else None
 
     def observe(self, event: Event) -> GuardStatus | None:
-        """Take a position report from a guard's wearable or phone; returns the guard it placed."""
-        if event.kind is not EventKind.POSITION or event.location is None:
-            return None
+        """Take an event from a guard's wearable or phone (any message says it is online, a Last Will that it is
+        not); returns the guard a position report placed."""
         status = self.wearer(event.device)
         if status is None:
+            return None
+        online = not (event.kind is EventKind.AVAILABILITY and event.online is False)
+        if online != status.reachable:
+            self.wearable_online(event.device, online)
+        if event.kind is not EventKind.POSITION or event.location is None:
             return None
         accuracy = event.accuracy_m if event.accuracy_m is not None else UNKNOWN_ACCURACY_M
         status.placed = self._placed[status.guard.id] = Placed(status.guard.id, event.location, accuracy, event.at)
@@ -84,6 +89,15 @@ class GuardBoard:
         if guard in self.index:
             self.index.set_available(guard, self._free(status))
 
+    def wearable_online(self, device: str, online: bool) -> None:
+        """The wearer of `device` can (again) or cannot receive offers (a silent wearable is declared offline by
+        supervision); a guard whose wearable is offline is never offered a job."""
+        status = self.wearer(device)
+        if status is not None:
+            status.reachable = online
+            if status.guard.id in self.index:
+                self.index.set_available(status.guard.id, self._free(status))
+
     def release(self, guard: str, now: float) -> None:
         """The guard's job is over: available again if on duty."""
         status = self.guards[guard]
@@ -97,4 +111,4 @@ class GuardBoard:
 
     @staticmethod
     def _free(status: GuardStatus) -> bool:
-        return status.state is GuardState.AVAILABLE
+        return status.state is GuardState.AVAILABLE and status.reachable
