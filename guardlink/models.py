@@ -278,10 +278,36 @@ class PoliceCommand(_Doc):
     by: str = Field(min_length=1, max_length=64, description="officer or desk issuing it")
     count: int = Field(default=1, ge=1, le=20, description="more_guards: how many more")
     note: str | None = Field(default=None, max_length=500, description="close: why the police closed it (optional; older senders omit it)")
+    id: str | None = Field(default=None, max_length=64, description="the sender's id for this command, echoed in the site's CommandAnswer")
 
     def to_json(self) -> bytes:
         """The wire form; an absent note is left out so edges that predate it still accept the command."""
         return self.model_dump_json(exclude_none=True).encode()
+
+
+class CommandOutcome(StrEnum):
+    """What a site did with a police command."""
+
+    APPLIED = "applied"
+    REFUSED = "refused"
+
+
+class CommandAnswer(_Doc):
+    """A site's answer to a police command, on `guardlink/police/<district>/<site>/answers` (QoS 1, not retained)."""
+
+    schema_: Literal["guardlink.command-answer/1"] = Field(default="guardlink.command-answer/1", alias="schema")
+    command_id: str | None = Field(description="the command's `id`, when it had one")
+    command: str = Field(description="the command as received (acknowledge, more_guards, close), or what could be read of it")
+    escalation: str | None = Field(description="the escalation's full id, or the reference as received when it matched none")
+    outcome: CommandOutcome
+    reason: str | None = Field(default=None, description="refused: why, for the officer")
+    revision: int | None = Field(default=None, description="applied: the escalation revision the command made")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, json_schema_serialization_defaults_required=True)
+
+    def to_json(self) -> bytes:
+        """The wire form."""
+        return self.model_dump_json(by_alias=True).encode()
 
 
 class ReceivedRevision(_Doc):

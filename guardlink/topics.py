@@ -85,6 +85,11 @@ def police_commands(district: str, site: str) -> str:
     return f"{ROOT}/police/{district}/{site}/commands"
 
 
+def police_command_answers(district: str, site: str) -> str:
+    """A site's answer to each police command: applied (with the revision it made) or refused and why (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/answers"
+
+
 def police_receipts(district: str, site: str) -> str:
     """Where the district command centre confirms to a site which revisions it has committed (QoS 1)."""
     return f"{ROOT}/police/{district}/{site}/receipts"
