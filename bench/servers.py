@@ -31,11 +31,12 @@ def mosquitto_binary() -> str:
 
 
 @contextmanager
-def running_mosquitto(workdir: Path, port: int | None = None, *, durable: bool = False) -> Iterator[BrokerUrl]:
+def running_mosquitto(workdir: Path, port: int | None = None, *, durable: bool = False, extra: str = "") -> Iterator[BrokerUrl]:
     """A mosquitto process on `port` (a free loopback port when None); always stopped afterwards.
 
     `durable` uses the site configuration guardlink ships (firmware_configs/mosquitto/conf.d/durability.conf)
     with its database in `workdir`, so a broker restarted on the same workdir keeps sessions and queues.
+    `extra` lines are appended to the configuration.
     """
 
     def command(port: int) -> list[str]:
@@ -48,7 +49,7 @@ def running_mosquitto(workdir: Path, port: int | None = None, *, durable: bool =
             settings += f"persistence_location {workdir}/\n{DURABILITY_CONF.read_text()}"
         else:
             settings += "persistence false\nmax_queued_messages 0\n"
-        conf.write_text(settings)
+        conf.write_text(settings + extra)
         return [mosquitto_binary(), "-c", str(conf)]
 
     with _serving("mosquitto", command, workdir, port) as bound:
@@ -110,10 +111,10 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:
+def _wait_listening(proc: subprocess.Popen | None, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             return False  # e.g. the port was taken between choosing and binding it
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -121,3 +122,77 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool
         except OSError:
             time.sleep(0.02)
     return False
+
+
+class Postgres:
+    """A PostgreSQL server started by `running_postgres`: its URL, and stop/start to play a database restart."""
+
+    def __init__(self, bin_dir: Path, data: Path, port: int, log_path: Path) -> None:
+        self.bin_dir, self.data, self.port, self.log_path = bin_dir, data, port, log_path
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*_as_postgres(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args], capture_output=True, text=True, timeout=60)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections; RuntimeError with its log when it does not."""
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=50"
+        done = self._pg_ctl("-o", options, "-l", str(self.log_path), "-w", "-t", "30", "start")
+        if done.returncode != 0 or not _wait_listening(None, self.port, timeout_s=10):
+            raise RuntimeError(f"postgres did not start: {done.stderr}\n{self.log_path.read_text(errors='replace') if self.log_path.exists() else ''}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`immediate` is a crash: no checkpoint, recovery at the next start)."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+
+def postgres_bin_dir() -> Path:
+    """Where Debian's `postgresql` keeps initdb and pg_ctl (the newest version installed); RuntimeError when missing."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if not found:
+        raise RuntimeError("postgresql is not installed: run `make test` (it installs it) or `apt-get install postgresql`")
+    return found[-1].parent
+
+
+def _as_postgres() -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the `postgres` user."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@contextmanager
+def running_postgres(workdir: Path, port: int | None = None) -> Iterator[Postgres]:
+    """A PostgreSQL server (initdb + pg_ctl) on a free loopback port, trust auth for `postgres`; always stopped and removed.
+
+    Its data directory is a private temp dir owned by the server's user (a root-owned pytest tmp dir is closed to it);
+    its log is copied into `workdir` when it is stopped.
+    """
+    import tempfile
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    bin_dir = postgres_bin_dir()
+    home = Path(tempfile.mkdtemp(prefix="guardlink-postgres-"))
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+    data = home / "data"
+    server = None
+    try:
+        subprocess.run(
+            [*_as_postgres(), str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )
+        for attempt in range(3):
+            server = Postgres(bin_dir, data, port or free_tcp_port(), home / "postgres.log")
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                if port is not None or attempt == 2:
+                    raise
+        yield server
+    finally:
+        if server is not None:
+            server.stop("immediate")
+            if server.log_path.exists():
+                shutil.copy(server.log_path, workdir / "postgres.log")
+        shutil.rmtree(home, ignore_errors=True)
+

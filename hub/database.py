@@ -21,7 +21,7 @@ DEFAULT_URL = "sqlite:///guardlink-hub.db"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """An aware UTC datetime on every database (SQLite keeps no zone: values are stored and read back as UTC)."""
+    """An aware UTC datetime on every database (SQLite keeps no zone: values are stored and read back as UTC; naive ones are taken as UTC)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -29,9 +29,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-        value = value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)  # naive means UTC
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:

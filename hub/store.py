@@ -1,0 +1,213 @@
+"""What the intake commits, as one transaction per batch: escalation revisions (idempotent), site status, guards, rejections.
+
+Every committed change appends a `changes` row in the same transaction; the live stream resumes from its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from gateway.police import SiteNotice
+from guardlink.models import Escalation, GuardsReport, IncidentKind
+from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
+
+
+@dataclass(slots=True)
+class Revision:
+    """An escalation revision received from a site."""
+
+    escalation: Escalation
+    community: str | None
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class SiteStatus:
+    """A site's status document (heartbeat, or its Last Will), with the liveness change it makes, if any."""
+
+    site: str
+    district: str
+    community: str | None
+    doc: dict[str, Any]
+    notice: SiteNotice | None
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class SiteSilent:
+    """A site whose heartbeats stopped (no Last Will)."""
+
+    site: str
+    notice: SiteNotice
+    at: datetime
+
+
+@dataclass(slots=True)
+class Guards:
+    """A site's complete guard report."""
+
+    report: GuardsReport
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A document refused (malformed, or about another site), counted per site and reason."""
+
+    site: str
+    reason: str
+    detail: str
+    at: datetime
+
+
+Item = Revision | SiteStatus | SiteSilent | Guards | Rejected
+
+
+@dataclass(slots=True)
+class Stored:
+    """What one transaction did: new revisions, duplicates (already stored), changes appended."""
+
+    new: int = 0
+    duplicates: int = 0
+    changes: int = 0
+    receipts: list[Revision] = field(default_factory=list)  # every revision of the batch: new or already stored
+
+
+def store(session: Session, items: list[Item], now: datetime) -> Stored:
+    """Apply a batch inside the caller's transaction."""
+    stored = Stored()
+    changes: list[dict[str, Any]] = []
+    revisions = [i for i in items if isinstance(i, Revision)]
+    if revisions:
+        _revisions(session, revisions, now, stored, changes)
+    rejections: dict[tuple[str, str], list[Rejected]] = {}
+    for item in items:
+        if isinstance(item, SiteStatus | SiteSilent):
+            _site(session, item, now, changes)
+        elif isinstance(item, Guards):
+            _guards(session, item, changes)
+        elif isinstance(item, Rejected):
+            rejections.setdefault((item.site, item.reason), []).append(item)
+    for (site, reason), rejected in rejections.items():
+        _rejections(session, site, reason, rejected)
+    session.flush()
+    if changes:
+        session.execute(insert(ChangeRow), [{"at": now, **c} for c in changes])
+    stored.changes = len(changes)
+    return stored
+
+
+def _revisions(session: Session, revisions: list[Revision], now: datetime, stored: Stored, changes: list[dict[str, Any]]) -> None:
+    ids = {r.escalation.id for r in revisions}
+    have = set(session.execute(select(RevisionRow.escalation_id, RevisionRow.revision).where(RevisionRow.escalation_id.in_(ids))).tuples())
+    rows = {row.id: row for row in session.scalars(select(EscalationRow).where(EscalationRow.id.in_(ids)))}
+    new_revisions = []
+    for item in revisions:
+        doc = item.escalation
+        stored.receipts.append(item)
+        if (doc.id, doc.revision) in have:
+            stored.duplicates += 1
+            continue
+        have.add((doc.id, doc.revision))
+        stored.new += 1
+        row = rows.get(doc.id)
+        latest = row is None or doc.revision > row.revision
+        if row is None:
+            row = rows[doc.id] = EscalationRow(id=doc.id)
+            session.add(row)
+        if latest:
+            _latest(row, doc, item.community, now)
+        new_revisions.append({
+            "escalation_id": doc.id, "revision": doc.revision, "sequence": doc.sequence, "status": doc.status.value,
+            "issued_at": doc.issued_at, "received_at": item.received_at, "committed_at": now,
+            "document": doc.model_dump(mode="json", by_alias=True),
+        })
+        changes.append({"kind": ChangeKind.ESCALATION.value, "key": doc.id, "payload": {
+            "id": doc.id, "revision": doc.revision, "latest": latest, "site": doc.site.id, "community": item.community,
+            "status": doc.status.value, "kind": doc.incident.kind.value, "severity": doc.incident.severity.value,
+        }})
+    session.flush()  # escalations before their revisions (foreign key)
+    if new_revisions:
+        session.execute(insert(RevisionRow), new_revisions)
+
+
+def _latest(row: EscalationRow, doc: Escalation, community: str | None, now: datetime) -> None:
+    inc = doc.incident
+    row.site, row.community, row.district = doc.site.id, community, doc.site.district
+    row.revision, row.status, row.kind, row.severity = doc.revision, doc.status.value, inc.kind.value, inc.severity.value
+    row.device, row.zone = inc.device, inc.zone
+    row.lat, row.lon = (inc.location.lat, inc.location.lon) if inc.location else (None, None)
+    row.test = inc.kind == IncidentKind.TEST
+    row.guards_needed, row.acknowledged_by = doc.guards_needed, doc.acknowledged_by
+    row.detected_at, row.issued_at, row.updated_at = inc.detected_at, doc.issued_at, now
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _site(session: Session, item: SiteStatus | SiteSilent, now: datetime, changes: list[dict[str, Any]]) -> None:
+    row = session.get(SiteRow, item.site)
+    if isinstance(item, SiteSilent):
+        if row is None or not row.online:
+            return
+        row.online, row.since, row.detail = False, item.at, item.notice.detail
+        changes.append(_site_change(row))
+        return
+    if row is None:
+        row = SiteRow(id=item.site, online=False, since=None)
+        session.add(row)
+    before = (row.online, row.backlog, row.unreceipted)
+    online = item.doc.get("state") == "online"
+    row.district, row.community = item.district, item.community
+    if online != row.online or row.since is None:
+        row.since = item.received_at
+        row.detail = item.notice.detail if item.notice else ("online" if online else "the edge disconnected (Last Will)")
+    row.online = online
+    if online:
+        row.last_heartbeat = item.received_at
+        row.backlog = _int(item.doc.get("backlog"))
+        row.unreceipted = _int(item.doc.get("unreceipted"))
+        oldest = item.doc.get("oldest_unreceipted_s")
+        row.oldest_unreceipted_s = float(oldest) if isinstance(oldest, int | float) and not isinstance(oldest, bool) else None
+        row.status = item.doc
+    if (row.online, row.backlog, row.unreceipted) != before or item.notice is not None:
+        changes.append(_site_change(row))
+
+
+def _site_change(row: SiteRow) -> dict[str, Any]:
+    return {"kind": ChangeKind.SITE.value, "key": row.id, "payload": {
+        "site": row.id, "community": row.community, "online": row.online, "since": row.since.isoformat() if row.since else None,
+        "detail": row.detail, "backlog": row.backlog, "unreceipted": row.unreceipted, "oldest_unreceipted_s": row.oldest_unreceipted_s,
+    }}
+
+
+def _guards(session: Session, item: Guards, changes: list[dict[str, Any]]) -> None:
+    report = item.report
+    rows = {row.guard_id: row for row in session.scalars(select(GuardRow).where(GuardRow.site == report.site))}
+    at = report.at if report.at.tzinfo else report.at.replace(tzinfo=timezone.utc)
+    if any(row.updated_at > at for row in rows.values()):
+        return  # an older report arriving late: the newer one already holds
+    for guard in report.guards:
+        row = rows.pop(guard.id, None) or GuardRow(site=report.site, guard_id=guard.id)
+        session.add(row)
+        row.name, row.roles, row.state, row.job = guard.name, list(guard.roles), guard.state.value, guard.job
+        row.lat, row.lon = (guard.location.lat, guard.location.lon) if guard.location else (None, None)
+        row.accuracy_m, row.position_at, row.updated_at = guard.accuracy_m, guard.position_at, at
+    for gone in rows.values():  # a report is complete: guards missing from it left the site's roster
+        session.delete(gone)
+    changes.append({"kind": ChangeKind.GUARDS.value, "key": report.site, "payload": report.model_dump(mode="json", by_alias=True)})
+
+
+def _rejections(session: Session, site: str, reason: str, rejected: list[Rejected]) -> None:
+    row = session.get(RejectionRow, (site, reason))
+    if row is None:
+        row = RejectionRow(site=site, reason=reason, count=0)
+        session.add(row)
+    row.count += len(rejected)
+    row.last_at, row.last_detail = rejected[-1].at, rejected[-1].detail[:300]
