@@ -19,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from bench.servers import running_mosquitto, running_victoria_metrics, stop_process
+from bench.servers import Postgres, running_mosquitto, running_postgres, running_victoria_metrics, stop_process
 from device_drivers.registry import DRIVERS
 from edge.node import EdgeNode
 from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site
@@ -41,6 +41,21 @@ def police_mosquitto(tmp_path: Path) -> Iterator[BrokerUrl]:
     """A second, separate broker playing the police command centre."""
     with running_mosquitto(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[Postgres]:
+    """A fresh PostgreSQL server (initdb + pg_ctl on a free loopback port) for one test; `.url`, `.stop()`, `.start()`."""
+    with running_postgres(tmp_path / "postgres") as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The hub's database for one test, once on SQLite and once on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("postgres").url
 
 
 class VictoriaMetrics:
