@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from cli import bench, broker_config, config, demo, edge, keys, police, schema, simulate, vision
+from cli import bench, broker_config, config, demo, edge, hub, keys, police, schema, simulate, vision
 from guardlink.siteconfig import ConfigError
 
-COMMANDS = (demo, edge, police, simulate, bench, schema, config, keys, broker_config, vision)
+COMMANDS = (demo, edge, hub, police, simulate, bench, schema, config, keys, broker_config, vision)
 
 
 def main(argv: list[str] | None = None) -> int:

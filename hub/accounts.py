@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -161,6 +162,8 @@ class Accounts:
         self, name: str, role: Role, *, communities: Iterable[str] = (), password: str | None = None, actor: str | None = None, address: str = "cli"
     ) -> None:
         """Create a user; AccountError if the name is taken or the role and communities do not fit."""
+        if not re.match(NAME_PATTERN, name):
+            raise AccountError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
         communities = sorted(set(communities))
         if role is Role.CHIEF and not communities:
             raise AccountError(f"user {name!r}: a chief needs at least one --community")
