@@ -104,7 +104,7 @@ def store(session: Session, items: list[Item], now: datetime) -> Stored:
 
 def _revisions(session: Session, revisions: list[Revision], now: datetime, stored: Stored, changes: list[dict[str, Any]]) -> None:
     ids = {r.escalation.id for r in revisions}
-    have = set(session.execute(select(RevisionRow.escalation_id, RevisionRow.revision).where(RevisionRow.escalation_id.in_(ids))).tuples())
+    have = {tuple(row) for row in session.execute(select(RevisionRow.escalation_id, RevisionRow.revision).where(RevisionRow.escalation_id.in_(ids)))}
     rows = {row.id: row for row in session.scalars(select(EscalationRow).where(EscalationRow.id.in_(ids)))}
     new_revisions = []
     for item in revisions:
