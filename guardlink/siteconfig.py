@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -39,33 +40,86 @@ from guardlink.yamlconfig import (
 
 
 class BrokerUrl(BaseModel):
-    """An MQTT broker address, written mqtt://[user:password@]host[:port]."""
+    """An MQTT broker and how guardlink signs in: mqtt://[user[:password]@]host[:port] (TLS: mqtts://, port 8883),
+    with TLS files and the password's source as query parameters:
+    `mqtts://edge@police.example?ca=/etc/guardlink/police-ca.pem&cert=edge.crt&key=edge.key&password_file=/run/secrets/police`.
+
+    The password comes from the URL, `password_env=NAME` (an environment variable) or `password_file=PATH`
+    (first line), and is read when connecting; neither `str()` nor `repr()` shows it.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     host: str
     port: int = 1883
+    tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_env: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = Field(default=None, description="CA certificates (PEM) the broker's certificate must chain to; default: the system's")
+    cert_file: str | None = Field(default=None, description="client certificate (PEM), for brokers that require one")
+    key_file: str | None = Field(default=None, description="the client certificate's private key (PEM)")
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
-        """Parse `mqtt://host:port`; raises ValueError with what is wrong."""
+        """Parse `mqtt[s]://[user[:password]@]host[:port][?ca=..&cert=..&key=..&password_env=..|password_file=..]`;
+        raises ValueError with what is wrong and how to write it."""
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme != "mqtt":
-            raise ValueError(f"broker URL {url!r} must start with mqtt:// (mqtts is not supported yet)")
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"broker URL {_redacted(url)!r} must start with mqtt:// or mqtts:// (TLS)")
         if not parts.hostname:
-            raise ValueError(f"broker URL {url!r} has no host; write mqtt://host:port")
+            raise ValueError(f"broker URL {_redacted(url)!r} has no host; write mqtt://host:port")
+        tls = parts.scheme == "mqtts"
         try:
-            port = 1883 if parts.port is None else parts.port
+            port = (8883 if tls else 1883) if parts.port is None else parts.port
         except ValueError:
             port = 0
         if not 0 < port < 65536:
-            raise ValueError(f"broker URL {url!r} has an invalid port")
-        return cls(host=parts.hostname, port=port, username=parts.username, password=parts.password)
+            raise ValueError(f"broker URL {_redacted(url)!r} has an invalid port")
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in _URL_OPTIONS:
+                raise ValueError(f"broker URL {_redacted(url)!r}: unknown option {name!r} (known: {', '.join(_URL_OPTIONS)})")
+            if not value:
+                raise ValueError(f"broker URL {_redacted(url)!r}: option {name!r} needs a value")
+            options[_URL_OPTIONS[name]] = value
+        password = unquote(parts.password) if parts.password is not None else None
+        sources = ["password"] * (password is not None) + [k for k in ("password_env", "password_file") if k in options]
+        if len(sources) > 1:
+            raise ValueError(f"broker URL {_redacted(url)!r} gives the password twice ({', '.join(sources)}); keep one")
+        if not tls and {"ca_file", "cert_file", "key_file"} & options.keys():
+            raise ValueError(f"broker URL {_redacted(url)!r}: ca, cert and key are TLS options; write mqtts://")
+        if "key_file" in options and "cert_file" not in options:
+            raise ValueError(f"broker URL {_redacted(url)!r}: key= without cert=; give the client certificate too")
+        username = unquote(parts.username) if parts.username else None
+        return cls(host=parts.hostname, port=port, tls=tls, username=username, password=password, **options)
+
+    def secret(self) -> str | None:
+        """The password, from the URL, its environment variable or its file; ValueError saying how to provide it."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"broker {self}: environment variable {self.password_env} (password_env) is not set; set it to the password")
+            return value
+        if self.password_file is not None:
+            try:
+                text = Path(self.password_file).expanduser().read_text()
+            except OSError as exc:
+                raise ValueError(f"broker {self}: cannot read password_file {self.password_file!r}: {exc.strerror}") from None
+            return text.splitlines()[0] if text else ""
+        return self.password
 
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+_URL_OPTIONS = {"ca": "ca_file", "cert": "cert_file", "key": "key_file", "password_env": "password_env", "password_file": "password_file"}
+
+
+def _redacted(url: str) -> str:
+    """A broker URL as it may be shown: any password in it replaced by ***."""
+    return re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
 
 
 class _Model(BaseModel):
@@ -312,7 +366,7 @@ class WearableRules(_Model):
 class PoliceUplink(_Model):
     """Where escalations go."""
 
-    broker: str = Field(description="police MQTT broker, mqtt://host:port")
+    broker: str = Field(description="police MQTT broker, mqtt://host:port or mqtts://host:port?ca=..&cert=..&key=..&password_file=..")
 
     @field_validator("broker")
     @classmethod
@@ -391,7 +445,7 @@ class SiteConfig(_Model):
     """One site: its devices, zones, guards, site broker and police uplink."""
 
     site: SiteInfo
-    broker: str = Field(default="mqtt://127.0.0.1:1883", description="site MQTT broker, mqtt://host:port")
+    broker: str = Field(default="mqtt://127.0.0.1:1883", description="site MQTT broker, mqtt://host:port or mqtts://... as police.broker")
     police: PoliceUplink
     zones: list[Zone] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)

@@ -347,7 +347,7 @@ def test_broker_url_with_credentials() -> None:
     ("url", "complaint"),
     [
         ("http://broker.example:1883", "must start with mqtt://"),
-        ("mqtts://broker.example:8883", "must start with mqtt://"),
+        ("mqtts+ws://broker.example:8883", "must start with mqtt:// or mqtts://"),
         ("mqtt://", "has no host"),
         ("mqtt://:1883", "has no host"),
         ("mqtt://broker.example:port", "invalid port"),
