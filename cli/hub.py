@@ -7,12 +7,17 @@ import getpass
 import sys
 from pathlib import Path
 
+from cli import broker_url, listen_address
+
 ROLES = ("dispatcher", "chief", "viewer")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     hub = commands.add_parser("hub", help="the district command centre: run it, manage its users")
     hub.add_argument("--config", type=Path, default=None, help="district file, e.g. firmware_configs/districts/hohhot-xincheng.yaml")
+    hub.add_argument("--database", dest="hub_database", default=None, help="database URL (default: the district file's): sqlite:///path or postgresql://user@host:port/db")
+    hub.add_argument("--listen", dest="hub_listen", type=listen_address, default=None, help="HTTP host:port (default: the district file's; port 0: any free port)")
+    hub.add_argument("--broker", dest="hub_broker", type=broker_url, default=None, help="district broker mqtt://[user:password@]host:port (default: the district file's)")
     hub.set_defaults(run=run_hub, log_level="INFO")
     hub_commands = hub.add_subparsers(dest="hub_command", required=False, metavar="COMMAND")
     _register_users(hub_commands)
@@ -25,10 +30,18 @@ def run_hub(args: argparse.Namespace) -> int:
     if args.config is None:
         print("guardlink hub: --config DISTRICT.yaml is needed to run the hub", file=sys.stderr)
         return 2
-    from hub import service  # noqa: F401  (the storage side adds the run function here)
+    import asyncio
 
-    print("guardlink hub: running the hub is not wired yet (hub.service)", file=sys.stderr)
-    return 2
+    from guardlink.districtconfig import load_district
+    from hub.service import serve
+
+    config = load_district(args.config)
+
+    def listening(url: str) -> None:
+        print(f"guardlink hub: district {config.district.id} at {url} (API docs at {url}/docs)", file=sys.stderr, flush=True)
+
+    asyncio.run(serve(config, database=args.hub_database, listen=args.hub_listen, broker=args.hub_broker, on_listening=listening))
+    return 0
 
 
 # --- users ---------------------------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ class Intake:
         self.duplicates = 0
         self.rejected = 0
         self.receipts_sent = 0
-        self._client: Client | None = None
+        self.client: Client | None = None  # while connected: the API's police commands go out on it
+        self._sending: set[asyncio.Task[None]] = set()
         self._writer: Writer | None = None
 
     async def run(self) -> None:
@@ -125,7 +126,7 @@ class Intake:
                 self._writer.submit(silent, lambda stored: self.notify.set())
 
     async def _session(self, client: Client) -> None:
-        self._client = client
+        self.client = client
         try:
             for topic_filter in self.filters.values():
                 await client.subscribe(topic_filter, qos=1)
@@ -135,22 +136,24 @@ class Intake:
                 items = [self._item(message) for message in batch]
                 self._writer.submit([i for i in items if i is not None], lambda stored, c=client, b=batch: self._committed(c, b, stored))
         finally:
-            self._client = None
+            self.client = None
 
     def _committed(self, client: Client, batch: list[aiomqtt.Message], stored: Stored) -> None:
         """After the commit: acknowledge the batch (on the connection it came in on), send receipts."""
-        if client is self._client:
+        if client is self.client:
             for message in batch:
                 client.ack(message)
         self.stored += stored.new
         self.duplicates += stored.duplicates
         if stored.changes:
             self.notify.set()
-        if stored.receipts and self._client is not None:
+        if stored.receipts and self.client is not None:
             per_site: dict[str, list[ReceivedRevision]] = {}
             for revision in stored.receipts:
                 per_site.setdefault(revision.escalation.site.id, []).append(ReceivedRevision(id=revision.escalation.id, revision=revision.escalation.revision))
-            asyncio.get_running_loop().create_task(self._send_receipts(self._client, per_site))
+            task = asyncio.get_running_loop().create_task(self._send_receipts(self.client, per_site))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def _send_receipts(self, client: Client, per_site: dict[str, list[ReceivedRevision]]) -> None:
         at = datetime.now(timezone.utc)

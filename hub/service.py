@@ -1,0 +1,82 @@
+"""The running command centre: intake, liveness checks and the HTTP API in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+
+import uvicorn
+from sqlalchemy import Engine
+
+from guardlink import topics
+from guardlink.districtconfig import DistrictConfig
+from guardlink.models import PoliceCommand
+from guardlink.siteconfig import BrokerUrl, parse_listen
+from hub.database import make_engine, migrate
+from hub.intake import Intake
+
+log = logging.getLogger(__name__)
+
+
+class CommandsNotSent(Exception):
+    """The hub is not connected to the district broker: the command could not go out."""
+
+
+def command_publisher(intake: Intake) -> Callable[[str, PoliceCommand], object]:
+    """`publish_command(site, command)` for the API: QoS 1 on the site's commands topic, over the intake's connection."""
+
+    async def publish_command(site: str, command: PoliceCommand) -> None:
+        client = intake.client
+        if client is None:
+            raise CommandsNotSent("the hub is not connected to the district broker; try again in a moment")
+        payload = command.model_dump_json(by_alias=True, exclude_none=True)
+        await client.publish(topics.police_commands(intake.district, site), payload, qos=1)
+        log.info("event=command_sent site=%s command=%s escalation=%s by=%s", site, command.command.value, command.escalation, command.by)
+
+    return publish_command
+
+
+def app_for(engine: Engine, config: DistrictConfig, intake: Intake) -> object:
+    """The ASGI app: hub.api's, over the same engine, publishing commands through the intake and woken by its commits."""
+    from hub.api import create_app
+
+    return create_app(engine=engine, config=config, publish_command=command_publisher(intake), notify=intake.notify)
+
+
+async def serve(
+    config: DistrictConfig,
+    *,
+    database: str | None = None,
+    listen: str | None = None,
+    broker: BrokerUrl | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Run the hub until cancelled (or until the HTTP server is told to stop by a signal)."""
+    url = database or config.database_url()
+    engine = make_engine(url)
+    await asyncio.to_thread(migrate, engine)
+    intake = Intake(config, engine, broker=broker)
+    host, port = parse_listen(listen or config.listen)
+    server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on"))
+    intake_task = asyncio.create_task(intake.run(), name="intake")
+    try:
+        serving = asyncio.create_task(server.serve(), name="http")
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            bound = server.servers[0].sockets[0].getsockname()
+            address = f"http://{bound[0]}:{bound[1]}"
+            log.info("event=hub_listening url=%s database=%s broker=%s", address, engine.url.render_as_string(hide_password=True), intake.broker)
+            if on_listening:
+                on_listening(address)
+        done, _ = await asyncio.wait({serving, intake_task}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # an intake or server that stopped by itself says why
+    finally:
+        server.should_exit = True
+        intake_task.cancel()
+        with suppress(asyncio.CancelledError):
+            await intake_task
+        engine.dispose()
