@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from guardlink.districtconfig import DistrictConfig
+from guardlink.ids import uuid7
 from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Severity
 from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
 from hub.login_limits import LoginLimits, retry_after
@@ -65,6 +66,23 @@ class TooManyFailures(Exception):
         self.retry_after_s = retry_after_s
 
 
+def principal(request: Request) -> Principal:
+    """The user behind a bearer token or a session cookie; 401 otherwise."""
+    accounts: Accounts = request.app.state.accounts
+    found = None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        found = accounts.by_token(token.strip())
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        found = accounts.by_session(cookie)
+    if found is None:
+        raise HTTPException(401, "log in at /login, or send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+User = Annotated[Principal, Depends(principal)]
+
+
 def create_app(
     *,
     engine: Engine,
@@ -104,20 +122,6 @@ def create_app(
     app.state.accounts = accounts
 
     # --- who is asking ---------------------------------------------------------------------------------------------
-
-    def principal(request: Request) -> Principal:
-        """The user behind a bearer token or a session cookie; 401 otherwise."""
-        found = None
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            found = accounts.by_token(token.strip())
-        elif cookie := request.cookies.get(SESSION_COOKIE):
-            found = accounts.by_session(cookie)
-        if found is None:
-            raise HTTPException(401, "log in at /login, or send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-        return found
-
-    User = Annotated[Principal, Depends(principal)]
 
     def visible_sites(user: Principal) -> frozenset[str] | None:
         return user.visible_sites(community_sites)
@@ -326,7 +330,7 @@ def create_app(
         row = await run_in_threadpool(load_commandable, incident_id, user)
         if EscalationStatus(row.status).final:
             raise HTTPException(409, f"incident {incident_id!r} is {row.status}: nothing more can be commanded")
-        doc = PoliceCommand(command=body.command, escalation=incident_id, by=user.name, count=body.count, note=body.note)
+        doc = PoliceCommand(command=body.command, escalation=incident_id, by=user.name, count=body.count, note=body.note, id=uuid7())
         client = address(request)
         try:
             await publish_command(row.site, doc)
