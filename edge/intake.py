@@ -4,7 +4,11 @@ What the intake drops, each counted per device (or shared topic) and reason, and
 10 s per device and reason:
 - messages on topics no configured device uses (`unknown_device`, one counter for all of them);
 - payloads a driver rejects (`too_large`, `malformed_json`, `wrong_type`, `out_of_range`, `stale_timestamp` ...);
-- native devices' replays (`replayed_seq`, `replayed_boot`; see edge/replay.py);
+- native devices' replays (`replayed_seq`, `replayed_boot`; see edge/replay.py): a message whose (boot, seq)
+  was taken before, or cannot be told apart from one, is dropped, except an alarm, which goes on with only
+  its alarm events so that the edge can drop it only when it is provably a copy of one it stored (the
+  outbox knows stored alarms by device, boot and seq). Messages arrive out of order after a broker restart
+  or a resend: an older seq that was never taken is a real message and is taken;
 - alarms in retained messages (`retained_alarm`): a broker hands those out on every subscription, so they
   tell of a press in the past, never of one now;
 - a device's messages beyond its token bucket (`rate_limited`; 50 a second, bursts of 500; a shared topic
@@ -20,14 +24,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from paho.mqtt.client import topic_matches_sub
 
 from device_drivers.driver import DecodeShared
 from device_drivers.payload import PayloadError
 from device_drivers.registry import driver
 from edge.ratelimit import TokenBucket
-from edge.replay import ReplayGuard
+from edge.replay import ReplayGuard, Verdict
 from edge.rules import ALARM_EVENTS
+from gateway.connection import topic_matches
 from guardlink.models import Event
 from guardlink.siteconfig import Device, SiteConfig
 
@@ -90,8 +94,11 @@ class Intake:
         filters: set[str] = set()
         for device in config.devices:
             drv = driver(device.driver)
+            own_topic = drv.topic_for(site, device)
             for topic, decode in drv.routes(site, device).items():
-                found.setdefault(topic, (decode, drv.name, drv.sequenced, []))[3].append(device)
+                # Only the device's own reports carry seq and boot: its availability (a Last Will) does not.
+                sequenced = drv.sequenced and topic == own_topic
+                found.setdefault(topic, (decode, drv.name, sequenced, []))[3].append(device)
             filters.update(drv.watch(site))
         self.routes: dict[str, Route] = {}
         for topic, (decode, name, sequenced, devices) in found.items():
@@ -99,7 +106,7 @@ class Intake:
             bucket = TokenBucket.full(rate_per_s * len(devices), burst * len(devices), now)
             self.routes[topic] = Route(label, tuple(devices), decode, name, sequenced, bucket)
         # Topics outside their family's usual filters are subscribed exactly.
-        filters.update(t for t in self.routes if not any(topic_matches_sub(f, t) for f in filters))
+        filters.update(t for t in self.routes if not any(topic_matches(f, t) for f in filters))
         self.filters = sorted(filters)
 
     def decode(self, topic: str, payload: bytes, now: float, *, retained: bool = False) -> list[Event]:
@@ -117,24 +124,31 @@ class Intake:
         except PayloadError as exc:
             self.rejections.record(route.label, exc.reason, exc.detail, now)
             return []
-        except Exception as exc:  # a decoder bug must not take the edge down with it
-            log.exception("event=decoder_failed device=%s driver=%s", route.label, route.driver_name)
-            self.rejections.record(route.label, "decoder_error", repr(exc), now)
-            return []
         if not events:
             return events
         if not within_budget and not any(e.kind in ALARM_EVENTS for e in events):
             self.rejections.record(route.label, "rate_limited", f"over {route.bucket.rate_per_s:.0f} messages/s", now)
             return []
         if route.sequenced:
-            first = events[0]
-            replay = self.replays.check(first.device, first.attrs["seq"], first.attrs.get("boot"), now)
-            if replay is not None:
-                self.rejections.record(route.label, replay, f"seq {first.attrs['seq']} boot {first.attrs.get('boot')}", now)
-                return []
+            events = self._sequenced(route, events, now)
         if retained and any(e.kind in ALARM_EVENTS for e in events):
             self.rejections.record(route.label, "retained_alarm", "an alarm in a retained message is a past one", now)
             events = [e for e in events if e.kind not in ALARM_EVENTS]
-        self.messages += 1
-        self.events += len(events)
+        if events:
+            self.messages += 1
+            self.events += len(events)
         return events
+
+    def _sequenced(self, route: Route, events: list[Event], now: float) -> list[Event]:
+        """A native device's message judged against the (boot, seq) already taken from it (see edge/replay.py)."""
+        first = events[0]
+        seq, boot = first.attrs["seq"], first.attrs.get("boot")
+        verdict = self.replays.check(first.device, int(seq), boot if boot is None else int(boot), now)
+        if verdict is Verdict.NEW:
+            return events
+        alarms = [e for e in events if e.kind in ALARM_EVENTS]
+        if alarms and verdict is not Verdict.OLD_BOOT and (boot is not None or verdict is Verdict.UNKNOWN):
+            return alarms  # the edge drops it only if the outbox holds it (see EdgeNode)
+        reason = "replayed_boot" if verdict is Verdict.OLD_BOOT else "replayed_seq"
+        self.rejections.record(route.label, reason, f"seq {seq} boot {boot} ({verdict.value})", now)
+        return []

@@ -7,18 +7,18 @@ import hashlib
 import json
 import logging
 import time
+import traceback
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-from paho.mqtt.client import topic_matches_sub
 from pydantic import ValidationError
 
 from device_drivers.payload import PayloadError, json_object
 from device_drivers.registry import driver
 from edge.device_state import DeviceStates
-from edge.dispatch import Dispatcher, Step
+from edge.dispatch import Dispatcher, Step, command_answer
 from edge.guards import GuardBoard
 from edge.homeassistant import discovery, guard_state, incidents_state
 from edge.intake import Intake
@@ -35,7 +35,7 @@ from edge.supervision import Change, Supervisor
 from edge.vision.events import CameraEvent, CameraEventKind
 from edge.vision.process import CameraProcess
 from edge.wearables import WearableWatch
-from gateway.connection import Client, stay_connected
+from gateway.connection import Client, Message, MqttError, Will, stay_connected, topic_matches
 from gateway.farewell import say_offline
 from gateway.outbox import Outbox
 from gateway.uplink import PoliceUplink
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 RESUME_WITHIN_S = 24 * 3600  # escalations older than this are not picked up again after a restart
 RETAIN_DELIVERED_S = 7 * 24 * 3600  # delivered revisions stay in the outbox this long, for the record
+REPLAY_STATE = "replay_guard"  # the replay guard's record, saved in the outbox database
+SAVE_REPLAYS_EVERY_S = 5.0
 
 
 def _status(state: str) -> bytes:
@@ -110,6 +112,8 @@ class EdgeNode:
         self.ready = asyncio.Event()  # set once subscribed on the site broker
         self.incidents = 0
         self.redeliveries_skipped = 0
+        self.set_aside: Counter[str] = Counter()  # messages that failed in processing, by origin (site, police, camera)
+        self._set_aside_logged: dict[tuple[str, str], float] = {}
         self.site_connected = False
         self._site_client: Client | None = None
         self._open_conditions: dict[tuple[str, IncidentKind], str] = {}  # (device, kind) -> escalation id
@@ -134,7 +138,9 @@ class EdgeNode:
             "backlog": self.outbox.backlog,
             "incidents": self.incidents,
             "open_escalations": len(self.dispatcher.jobs),
+            "open": self.dispatcher.latest_open(),  # so a police terminal started now shows what is open
             "rejected_payloads": self.intake.rejections.total,
+            "set_aside": sum(self.set_aside.values()),
             "health": {"outbox": self.outbox.health, "site_broker": "connected" if self.site_connected else "disconnected"},
             **({"cameras": {camera: process.stats for camera, process in self.cameras.items()}} if self.cameras else {}),
         }
@@ -148,7 +154,7 @@ class EdgeNode:
         )
         await self.outbox.open()
         await self._resume()
-        will = aiomqtt.Will(self._status_topic, _status("offline"), qos=1, retain=True)
+        will = Will(self._status_topic, _status("offline"), qos=1, retain=True)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.uplink.run())
@@ -163,12 +169,19 @@ class EdgeNode:
                     )
                 )
         finally:
+            await self._save_replays()
             await self.outbox.close()
+
+    async def _save_replays(self) -> None:
+        await self.outbox.save_state(REPLAY_STATE, json.dumps(self.intake.replays.snapshot()))
 
     async def _resume(self) -> None:
         """Pick up what was open when the edge stopped: offers run again, conditions wait to clear."""
         now = self.clock()
         pruned = await self.outbox.prune(now - RETAIN_DELIVERED_S)
+        saved = await self.outbox.load_state(REPLAY_STATE)
+        if saved:
+            self.intake.replays.restore(json.loads(saved))
         resumed = 0
         for escalation in await self.outbox.latest_revisions(now - RESUME_WITHIN_S):
             if escalation.status.final:
@@ -213,16 +226,28 @@ class EdgeNode:
             self.site_connected = False
             self._site_client = None
 
-    def _process(self, client: Client, message: aiomqtt.Message) -> Coroutine[Any, Any, None] | None:
-        """Evaluate one site message; returns what must still be stored before it is acknowledged, if anything."""
-        now = self.clock()
+    def _process(self, client: Client, message: Message) -> Coroutine[Any, Any, None] | None:
+        """Evaluate one site message; returns what must still be stored before it is acknowledged, if anything.
+
+        Whatever goes wrong is contained to this one message: it is set aside (counted, logged with its topic
+        and digest, kept in the outbox's `set_aside` table) and acknowledged, so that the broker does not hand
+        it back forever and the edge goes on serving every other device."""
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         topic = message.topic.value
-        if topic not in self.intake.routes and topic_matches_sub(self._reply_filter, topic):
+        ack = _once(lambda: client.ack(message))
+        try:
+            work = self._evaluate(message, topic, payload, ack)
+        except Exception as exc:  # noqa: BLE001 - any defect in handling one message must stay with that message
+            return self._set_aside("site", topic, payload, exc, ack)
+        return None if work is None else self._contained(work, "site", topic, payload, ack)
+
+    def _evaluate(self, message: Message, topic: str, payload: bytes, ack: Callable[[], None]) -> Coroutine[Any, Any, None] | None:
+        now = self.clock()
+        if topic not in self.intake.routes and topic_matches(self._reply_filter, topic):
             step = self._guard_reply(topic.split("/")[-2], payload, now)
-            return self._carry_out([step] if step else [], ack=lambda: client.ack(message))
+            return self._carry_out([step] if step else [], ack=ack)
         steps: list[Step] = []
-        incidents: list[Incident] = []
+        alarms: list[tuple[Event, Incident]] = []
         for event in self.intake.decode(topic, payload, now, retained=message.retain):
             self.monitor.event(event)
             steps += self._observe(event, now)
@@ -233,26 +258,54 @@ class EdgeNode:
                 event, self.config.device(event.device), wearer.guard.id if wearer else None, wearer.point if wearer else None
             )
             if incident is not None:
-                incidents.append(incident)
-        if not steps and not incidents:
-            client.ack(message)
-            return None
-        source = f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}" if incidents else None
-        if source and getattr(message, "dup", False):
-            return self._redelivered(client, message, steps, incidents, source, now)
-        steps += [self.dispatcher.open(incident, now) for incident in incidents]
-        return self._carry_out(steps, ack=lambda: client.ack(message), source=source)
-
-    async def _redelivered(
-        self, client: Client, message: aiomqtt.Message, steps: list[Step], incidents: list[Incident], source: str, now: float
-    ) -> None:
-        if await self.outbox.seen_source(source):
-            # A redelivered press that was stored before a crash: already escalated, do not raise it twice.
+                alarms.append((event, incident))
+        source = self._source(topic, message, payload, alarms[0][0]) if alarms else None
+        if source is not None and (source.startswith(_DEVICE_SOURCE) or getattr(message, "dup", False)) and self.outbox.holds(source):
+            # A copy of a press already stored (a redelivery, a resend or a replay): escalated once, not twice.
             self.redeliveries_skipped += 1
-            log.info("event=redelivery_skipped topic=%s mid=%d", message.topic.value, message.mid)
-            incidents = []
-        steps += [self.dispatcher.open(incident, now) for incident in incidents]
-        await self._carry_out(steps, ack=lambda: client.ack(message), source=source)
+            event = alarms[0][0]
+            self.intake.rejections.record(event.device, "replayed_seq", f"copy of a stored alarm ({source})", now)
+            alarms = []
+        if not steps and not alarms:
+            ack()
+            return None
+        steps += [self.dispatcher.open(incident, now) for _, incident in alarms]
+        return self._carry_out(steps, ack=ack, source=source if alarms else None)
+
+    @staticmethod
+    def _source(topic: str, message: Message, payload: bytes, alarm: Event) -> str:
+        """The identity of the device message an alarm came from, by which a copy of it is recognised.
+
+        A native device's message is known by device, boot and seq whatever the broker does with it; any other
+        message by topic, packet id and digest, which identifies a broker's redelivery (DUP) of it."""
+        if alarm.attrs.get("boot") is not None and "seq" in alarm.attrs:
+            return f"{_DEVICE_SOURCE}{alarm.device}@{alarm.attrs['boot']}#{alarm.attrs['seq']}"
+        return f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}"
+
+    async def _contained(self, work: Coroutine[Any, Any, None], origin: str, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
+        """Run what a message still has to do; a failure sets the message aside instead of ending the edge."""
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001
+            await self._set_aside(origin, topic, payload, exc, ack)
+
+    async def _set_aside(self, origin: str, topic: str, payload: bytes, exc: BaseException, ack: Callable[[], None] | None = None) -> None:
+        """Count, log and keep a message that could not be processed, then acknowledge it."""
+        self.set_aside[origin] += 1
+        now = self.clock()
+        kind = type(exc).__name__
+        digest = hashlib.sha256(payload).hexdigest()[:16]
+        if now - self._set_aside_logged.get((origin, kind), float("-inf")) >= 10.0:
+            self._set_aside_logged[(origin, kind)] = now
+            log.error(
+                "event=message_set_aside origin=%s topic=%s bytes=%d sha256=%s error=%r", origin, topic, len(payload), digest, f"{kind}: {exc}",
+                exc_info=exc,
+            )
+        try:
+            await self.outbox.set_aside(origin, topic, payload, "".join(traceback.format_exception(exc))[-2000:])
+        finally:
+            if ack is not None:
+                ack()
 
     def _observe(self, event: Event, now: float) -> list[Step]:
         """Everything an event changes besides alarms: positions, wearables, device conditions."""
@@ -291,19 +344,36 @@ class EdgeNode:
     # -- timers and the police -------------------------------------------------------------------
 
     async def _tick(self) -> None:
+        saved_at = self.clock()
         while True:
             await asyncio.sleep(self.config.supervision.check_every_s)
-            now = self.clock()
-            self.board.refresh_duty(now)
-            self._home_assistant()  # shifts start and end
-            steps = [step for change in self.supervisor.overdue(now) if (step := self._condition(change, now))]
-            for device, detail in self.wearables.man_down(now):
-                steps.append(self.dispatcher.open(self._man_down(device, detail, now), now))
-            steps += self.dispatcher.expire(now)
-            if steps:
-                await self._carry_out(steps)
+            try:
+                await self._check(self.clock())
+                if self.clock() - saved_at >= SAVE_REPLAYS_EVERY_S:
+                    saved_at = self.clock()
+                    await self._save_replays()
+            except Exception:  # noqa: BLE001 - a defect in one check must not stop the next ones
+                self.set_aside["timer"] += 1
+                log.exception("event=timer_check_failed")
+
+    async def _check(self, now: float) -> None:
+        """What time alone changes: shifts, silent devices, man-down alarms, unanswered offers."""
+        self.board.refresh_duty(now)
+        self._home_assistant()  # shifts start and end
+        steps = [step for change in self.supervisor.overdue(now) if (step := self._condition(change, now))]
+        for device, detail in self.wearables.man_down(now):
+            steps.append(self.dispatcher.open(self._man_down(device, detail, now), now))
+        steps += self.dispatcher.expire(now)
+        if steps:
+            await self._carry_out(steps)
 
     def _police_command(self, payload: bytes) -> None:
+        try:
+            self._obey(payload)
+        except Exception as exc:  # noqa: BLE001 - a bad command must not end the uplink
+            self._spawn(self._set_aside("police", self.uplink.commands_topic, payload, exc))
+
+    def _obey(self, payload: bytes) -> None:
         now = self.clock()
         try:
             command = PoliceCommand.model_validate(json_object(payload))
@@ -311,9 +381,10 @@ class EdgeNode:
             log.warning("event=police_command_rejected error=%r", str(exc)[:300])
             return
         log.info("event=police_command command=%s escalation=%s by=%s", command.command.value, command.escalation, command.by)
-        step = self.dispatcher.command(command, now)
-        if step:
-            self._spawn(self._carry_out([step]))
+        outcome = self.dispatcher.command(command, now)  # the new revision, or why the command was refused
+        self.uplink.answer(command_answer(command, outcome))
+        if isinstance(outcome, Step):
+            self._spawn(self._contained(self._carry_out([outcome]), "police", self.uplink.commands_topic, payload, None))
 
     # -- effects ---------------------------------------------------------------------------------
 
@@ -370,6 +441,12 @@ class EdgeNode:
         return self.dispatcher.resolve(escalation_id, now, change.detail) if escalation_id else None
 
     def _camera_event(self, event: CameraEvent) -> None:
+        try:
+            self._on_camera_event(event)
+        except Exception as exc:  # noqa: BLE001 - one bad camera event must not end the edge
+            self._spawn(self._set_aside("camera", topics.camera_events(self.config.site.id, event.camera), json.dumps(event.to_dict()).encode(), exc))
+
+    def _on_camera_event(self, event: CameraEvent) -> None:
         """A camera worker's event: onto the site's camera event bus, and an incident when its rule is armed
         (or a camera condition raised or cleared); an incident asks the camera for its snapshot and clip."""
         camera, now = self.config.camera(event.camera), self.clock()
@@ -394,6 +471,12 @@ class EdgeNode:
 
     def _camera_evidence(self, escalation_id: str, evidence: Evidence) -> None:
         """A snapshot or clip is written: the escalation's next revision lists it."""
+        try:
+            self._attach(escalation_id, evidence)
+        except Exception as exc:  # noqa: BLE001
+            self._spawn(self._set_aside("camera", evidence.path, evidence.model_dump_json().encode(), exc))
+
+    def _attach(self, escalation_id: str, evidence: Evidence) -> None:
         step = self.dispatcher.attach(escalation_id, evidence, self.clock())
         if step is None:
             log.warning("event=evidence_after_close escalation=%s kind=%s path=%s", escalation_id, evidence.kind, evidence.path)
@@ -421,10 +504,31 @@ class EdgeNode:
             return
         try:
             await client.publish(topic, payload, qos=1, retain=retain)
-        except aiomqtt.MqttError as exc:
+        except MqttError as exc:
             log.warning("event=site_publish_failed topic=%s error=%r", topic, str(exc))
 
-    def _spawn(self, coro) -> None:  # noqa: ANN001
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event=task_failed task=%s", task.get_coro(), exc_info=task.exception())
+
+
+_DEVICE_SOURCE = "device:"  # a source known by device, boot and seq (see EdgeNode._source)
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """`action`, to be done at most once however often it is called."""
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return once

@@ -89,9 +89,11 @@ async def test_retained_and_replayed_presses_do_not_escalate(school, mosquitto, 
             press = guardlink_button.press_payload(41, boot=7)
             for _ in range(3):  # the real press, then two replays of it
                 await asyncio.to_thread(sim.publish_raw, native, press)
-            await asyncio.to_thread(sim.publish_raw, native, guardlink_button.press_payload(40, boot=7))  # an older one
-            await wait_until(lambda: node.intake.rejections.counts[("btn-office", "replayed_seq")] == 3, what="replays dropped")
+            await wait_until(lambda: node.intake.rejections.counts[("btn-office", "replayed_seq")] == 2, what="replays dropped")
+            # An older press that was never taken is a real one delivered out of order: it counts, once.
+            for _ in range(2):
+                await asyncio.to_thread(sim.publish_raw, native, guardlink_button.press_payload(40, boot=7))
+            await wait_until(lambda: node.intake.rejections.counts[("btn-office", "replayed_seq")] == 3, what="its copy dropped")
             await asyncio.sleep(0.2)
         await asyncio.to_thread(sim.publish_raw, "zigbee2mqtt/btn-hall", b"", retain=True)  # clear it
-    [escalation] = shown(police)
-    assert (escalation.incident.device, escalation.incident.device_seq) == ("btn-office", 41)
+    assert sorted((e.incident.device, e.incident.device_seq) for e in shown(police)) == [("btn-office", 40), ("btn-office", 41)]

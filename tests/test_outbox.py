@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,14 +65,32 @@ async def test_a_burst_of_concurrent_appends_is_stored_in_call_order(tmp_path, s
     await reopened.close()
 
 
-async def test_a_stored_source_message_is_recognised_when_redelivered(tmp_path, school):
+async def test_a_stored_source_message_is_recognised_when_redelivered_also_after_a_restart(tmp_path, school):
     outbox = Outbox(tmp_path / "outbox.db")
     await outbox.open()
-    await store(outbox, school, source="zigbee2mqtt/btn-gate|7|abc")
+    await store(outbox, school, source="device:btn-gate@3#7")
+    assert outbox.holds("device:btn-gate@3#7")
     outbox.delivered(outbox.deliverable(10))
-    assert await outbox.seen_source("zigbee2mqtt/btn-gate|7|abc")
-    assert not await outbox.seen_source("zigbee2mqtt/btn-gate|8|abc")
     await outbox.close()
+    reopened = Outbox(tmp_path / "outbox.db")
+    await reopened.open()
+    assert reopened.holds("device:btn-gate@3#7")
+    assert not reopened.holds("device:btn-gate@3#8")
+    await reopened.close()
+
+
+async def test_a_message_set_aside_and_saved_state_are_kept(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    await outbox.set_aside("site", "guardlink/s/dev/x/up", b"\x00bad", "KeyError: 'seq'")
+    await outbox.save_state("replay_guard", '{"x": [[1, 5]]}')
+    await outbox.save_state("replay_guard", '{"x": [[1, 6]]}')
+    assert await outbox.load_state("replay_guard") == '{"x": [[1, 6]]}'
+    await outbox.close()
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        assert db.execute("SELECT origin, topic, bytes, payload, error FROM set_aside").fetchall() == [
+            ("site", "guardlink/s/dev/x/up", 4, b"\x00bad", "KeyError: 'seq'")
+        ]
 
 
 async def test_only_non_critical_revisions_expire(tmp_path, school):
