@@ -38,22 +38,23 @@ def running_mosquitto(workdir: Path, port: int | None = None, *, durable: bool =
     with its database in `workdir`, so a broker restarted on the same workdir keeps sessions and queues.
     `extra` lines are appended to the configuration.
     """
-
-    def command(port: int) -> list[str]:
-        conf = workdir / f"mosquitto-{port}.conf"
-        # set_tcp_nodelay as firmware_configs/mosquitto/site.conf: Nagle would hold a press behind a flood for 40 ms
-        settings = f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-        if os.geteuid() == 0:
-            settings += "user root\n"  # else mosquitto drops to its own user, which cannot enter private tmp dirs
-        if durable:
-            settings += f"persistence_location {workdir}/\n{DURABILITY_CONF.read_text()}"
-        else:
-            settings += "persistence false\nmax_queued_messages 0\n"
-        conf.write_text(settings + extra)
-        return [mosquitto_binary(), "-c", str(conf)]
-
-    with _serving("mosquitto", command, workdir, port) as bound:
+    with _serving("mosquitto", lambda port: mosquitto_command(workdir, port, durable=durable, extra=extra), workdir, port) as bound:
         yield BrokerUrl(host="127.0.0.1", port=bound)
+
+
+def mosquitto_command(workdir: Path, port: int, *, durable: bool = False, extra: str = "") -> list[str]:
+    """The command line of a test mosquitto on a loopback port, its configuration written into `workdir`."""
+    conf = workdir / f"mosquitto-{port}.conf"
+    # set_tcp_nodelay as firmware_configs/mosquitto/site.conf: Nagle would hold a press behind a flood for 40 ms
+    settings = f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+    if os.geteuid() == 0:
+        settings += "user root\n"  # else mosquitto drops to its own user, which cannot enter private tmp dirs
+    if durable:
+        settings += f"persistence_location {workdir}/\n{DURABILITY_CONF.read_text()}"
+    else:
+        settings += "persistence false\nmax_queued_messages 0\n"
+    conf.write_text(settings + extra)
+    return [mosquitto_binary(), "-c", str(conf)]
 
 
 @contextmanager
