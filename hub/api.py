@@ -9,12 +9,13 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "guardlink_session"
 KEEPALIVE_S = 15.0
+SWAGGER_UI = Path(__file__).resolve().parent / "static" / "swagger-ui"
+SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
 FINAL_STATUSES = [s.value for s in EscalationStatus if s.final]
 
 PublishCommand = Callable[[str, PoliceCommand], Awaitable[None]]
@@ -227,7 +230,17 @@ def create_app(
             principal(request)
         except HTTPException:
             return RedirectResponse("/login?next=/docs", status_code=303)
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title=app.title, swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css", swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
+
+    @app.get("/docs/static/{name}", include_in_schema=False)
+    def docs_static(name: str, _user: User) -> FileResponse:
+        """Swagger UI, vendored (no CDN at run time)."""
+        if name not in SWAGGER_UI_FILES:
+            raise HTTPException(404, f"no file {name!r}")
+        return FileResponse(SWAGGER_UI / name, headers={"Cache-Control": "private, max-age=86400"})
 
     # --- reading ---------------------------------------------------------------------------------------------------
 

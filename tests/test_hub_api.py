@@ -202,6 +202,7 @@ def test_only_the_login_page_and_health_are_served_anonymously(hub: Hub) -> None
         assert page.status_code == 200 and '<form method="post" action="/login">' in page.text
         docs = client.get("/docs")
         assert docs.status_code == 303 and docs.headers["location"] == "/login?next=/docs"
+        assert client.get("/docs/static/swagger-ui.css").status_code == 401
 
 
 def test_login_sets_an_httponly_samesite_strict_cookie_and_logout_ends_the_session(hub: Hub) -> None:
@@ -213,7 +214,10 @@ def test_login_sets_an_httponly_samesite_strict_cookie_and_logout_ends_the_sessi
         assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/" in cookie
         session = client.cookies[SESSION_COOKIE]
         assert client.get("/api/me").json()["name"] == "watcher"
-        assert client.get("/docs").status_code == 200 and client.get("/openapi.json").json()["paths"]["/api/incidents"]
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in docs.text and "https://" not in docs.text  # no CDN
+        assert client.get("/docs/static/swagger-ui-bundle.js").headers["content-type"].startswith("text/javascript")
+        assert client.get("/openapi.json").json()["paths"]["/api/incidents"]
         assert client.post("/api/logout").status_code == 204
     with hub.client() as replay:
         assert replay.get("/api/me", headers={"Cookie": f"{SESSION_COOKIE}={session}"}).status_code == 401
