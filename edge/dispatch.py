@@ -18,7 +18,9 @@ from guardlink.models import (
     Answer,
     Assignment,
     AssignmentState,
+    CommandAnswer,
     CommandKind,
+    CommandOutcome,
     Escalation,
     EscalationStatus,
     Evidence,
@@ -34,6 +36,7 @@ from guardlink.siteconfig import IncidentNeeds, SiteConfig
 
 log = logging.getLogger(__name__)
 
+SHORT_ID_MIN = 6  # shortest id ending a police command may use (the police terminal shows 8)
 ACTIVE = (AssignmentState.OFFERED, AssignmentState.ASSIGNED, AssignmentState.ON_SCENE)
 ENGAGED = (AssignmentState.ASSIGNED, AssignmentState.ON_SCENE)
 
@@ -143,12 +146,13 @@ class Dispatcher:
                 steps.append(self._revise(job, now, {}))  # somebody new can go (came on duty, came into range)
         return steps
 
-    def command(self, command: PoliceCommand, now: float) -> Step | None:
-        """A police command for one of this site's open escalations; None when the escalation is unknown or closed."""
-        job = self.jobs.get(command.escalation)
+    def command(self, command: PoliceCommand, now: float) -> Step | str:
+        """A police command for one of this site's open escalations (its id, or the end of it as the police terminal
+        shows it); the revision it makes, or why it was refused."""
+        job, refused = self._job_for(command.escalation)
         if job is None:
-            log.warning("event=police_command_ignored command=%s escalation=%s reason=not_open", command.command.value, command.escalation)
-            return None
+            log.warning("event=police_command_refused command=%s escalation=%s reason=%r", command.command.value, command.escalation, refused)
+            return refused
         if command.command is CommandKind.ACKNOWLEDGE:
             return self._revise(job, now, {}, acknowledged_by=command.by)
         if command.command is CommandKind.MORE_GUARDS:
@@ -166,7 +170,22 @@ class Dispatcher:
         job = self.jobs.get(escalation_id)
         return self._revise(job, now, {}, evidence=[*job.escalation.evidence, evidence]) if job else None
 
+    def latest_open(self, limit: int = 50) -> list[dict[str, object]]:
+        """The latest revision of the most recent open escalations, as wire documents (for the site's status)."""
+        return [job.escalation.model_dump(mode="json", by_alias=True) for job in list(self.jobs.values())[-limit:]]
+
     # -- internals -------------------------------------------------------------------------------
+
+    def _job_for(self, reference: str) -> tuple[Job | None, str]:
+        """The open job an escalation id (or a unique ending of at least SHORT_ID_MIN characters) names, else why not."""
+        if reference in self.jobs:
+            return self.jobs[reference], ""
+        matches = [job for eid, job in self.jobs.items() if len(reference) >= SHORT_ID_MIN and eid.endswith(reference)]
+        if len(matches) == 1:
+            return matches[0], ""
+        if matches:
+            return None, f"{reference!r} matches {len(matches)} open escalations: give more of the id"
+        return None, f"no open escalation {reference!r} at site {self.config.site.id} (unknown, or already closed)"
 
     def _pass_on(self, job: Job, guard: str, state: AssignmentState, now: float) -> Step:
         job.deadlines.pop(guard, None)
@@ -253,3 +272,15 @@ def _status(job: Job, assignments: list[Assignment]) -> EscalationStatus:
     if any(s in ACTIVE for s in states):
         return EscalationStatus.DISPATCHED
     return EscalationStatus.NO_GUARD_AVAILABLE
+
+
+def command_answer(command: PoliceCommand, outcome: Step | str) -> CommandAnswer:
+    """What the site tells the police about their command: applied (with the revision it made) or refused and why."""
+    if isinstance(outcome, Step):
+        return CommandAnswer(
+            command_id=command.id, command=command.command.value, escalation=outcome.escalation.id,
+            outcome=CommandOutcome.APPLIED, revision=outcome.escalation.revision,
+        )
+    return CommandAnswer(
+        command_id=command.id, command=command.command.value, escalation=command.escalation, outcome=CommandOutcome.REFUSED, reason=outcome
+    )

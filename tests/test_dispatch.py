@@ -154,7 +154,7 @@ def test_police_acknowledge_more_guards_and_close(site):
     assert set(states(closed).values()) == {"withdrawn"}
     assert {o.state for _, o in closed.offers} == {"withdrawn"}
     assert all(board.guards[g].state is GuardState.AVAILABLE for g in ("g1", "g2", "g3"))
-    assert dispatcher.command(PoliceCommand(command=CommandKind.CLOSE, escalation=eid, by="desk-7"), NOW + 4) is None
+    assert "already closed" in dispatcher.command(PoliceCommand(command=CommandKind.CLOSE, escalation=eid, by="desk-7"), NOW + 4)
 
 
 def test_a_job_nobody_could_take_goes_out_again_when_a_guard_comes_on_shift(site):
