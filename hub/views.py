@@ -92,12 +92,12 @@ class SiteView(_View):
     id: str
     community: str | None
     online: bool
-    since: datetime | None
-    last_heartbeat: datetime | None
-    backlog: int | None
-    unreceipted: int | None
-    oldest_unreceipted_s: float | None
-    detail: str | None
+    since: datetime | None = None
+    last_heartbeat: datetime | None = None
+    backlog: int | None = None
+    unreceipted: int | None = None
+    oldest_unreceipted_s: float | None = None
+    detail: str | None = None
 
 
 class GuardView(_View):
@@ -164,18 +164,9 @@ def incident_detail(row: EscalationRow, revisions: list[RevisionRow], commands: 
 
 def site_view(site: str, community: str | None, row: SiteRow | None) -> SiteView:
     if row is None:
-        return SiteView(id=site, community=community, online=False, since=None, last_heartbeat=None, backlog=None, unreceipted=None, oldest_unreceipted_s=None, detail="never heard from")
-    return SiteView(
-        id=row.id,
-        community=row.community or community,
-        online=row.online,
-        since=row.since,
-        last_heartbeat=row.last_heartbeat,
-        backlog=row.backlog,
-        unreceipted=row.unreceipted,
-        oldest_unreceipted_s=row.oldest_unreceipted_s,
-        detail=row.detail,
-    )
+        return SiteView(id=site, community=community, online=False, detail="never heard from")
+    view = SiteView.model_validate(row, from_attributes=True)
+    return view if view.community else view.model_copy(update={"community": community})
 
 
 def guard_view(row: GuardRow) -> GuardView:

@@ -53,7 +53,7 @@ T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
 CONFIG = DistrictConfig.model_validate({
     "district": {"id": DISTRICT, "name": "API test district"},
     "communities": [
-        {"id": "north", "name": "North", "chief": "Chief N", "outline": [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], "sites": [NORTH]},
+        {"id": "north", "name": "North", "chief": "Chief N", "outline": [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], "sites": [NORTH, "n-quiet"]},
         {"id": "south", "name": "South", "chief": "Chief S", "outline": [[39.0, 111.0], [39.1, 111.0], [39.1, 111.1]], "sites": [SOUTH]},
     ],
 })
@@ -255,7 +255,9 @@ def test_a_chief_sees_only_the_incidents_sites_and_guards_of_their_communities(h
         assert client.get("/api/incidents", params={"community": "south"}).json()["total"] == 0
         assert client.get("/api/incidents/s-open").status_code == 404
         assert client.get("/api/incidents/no-such").status_code == 404
-        assert [s["id"] for s in client.get("/api/sites").json()] == [NORTH]
+        sites = client.get("/api/sites").json()
+        assert [(s["id"], s["online"], s["detail"]) for s in sites][1:] == [("n-quiet", False, "never heard from")]
+        assert [s["id"] for s in sites] == [NORTH, "n-quiet"] and sites[0]["online"]
         assert {g["site"] for g in client.get("/api/guards").json()} == {NORTH}
         assert client.get("/api/guards", params={"site": SOUTH}).json() == []
 
