@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-import paho.mqtt.client as mqtt
-
+from gateway.connection import threaded_client
 from guardlink.siteconfig import BrokerUrl
 
 STATUS = b'{"battery": 80, "linkquality": 120}'
@@ -18,7 +17,7 @@ STATUS = b'{"battery": 80, "linkquality": 120}'
 
 def flood(broker: BrokerUrl, topic: str, rate_per_s: float, seconds: float, payload: bytes = STATUS) -> tuple[int, float]:
     """Publish at `rate_per_s` for `seconds`; returns (messages sent, seconds it took)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client = threaded_client(broker)
     client.connect(broker.host, broker.port)
     client.loop_start()
     print("ready", flush=True)

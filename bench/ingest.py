@@ -7,12 +7,12 @@ Both drain the same backlog from the same mosquitto in the same run, one after t
   event) are published and acknowledged by the broker, which queues them for both sessions;
 - raw: a bare paho client connects and receives them (no decoding; paho acknowledges each);
 - edge: the edge node connects and takes each through intake (rate limit, decode, replay check), rules,
-  supervision, guard board and wearable watch, acknowledging each afterwards (manual ack, as in production).
+  supervision, guard board and wearable watch, acknowledging each afterwards (manual ack in receipt order, as in production).
 Rates are counted from the first message received to the last; the whole is done `--rounds` times (the
 medians are reported, as a shared machine's load varies). No alarm is among the messages: what alarms cost
-(the fsync'd outbox) is `guardlink bench latency`'s subject. The edge's MQTT client reads through a buffer
-and acknowledges a batch in one write (gateway/connection.py); paho's own loop reads a packet's header a
-byte at a time and writes each acknowledgement on its own, which is why the edge can outrun it.
+(the fsync'd outbox) is `guardlink bench latency`'s subject. Both use paho's public API only: the raw client its
+own network thread, the edge paho's external-loop calls on its asyncio loop (gateway/connection.py), reading
+every packet that has arrived in one wake-up.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from bench.servers import running_mosquitto
 from device_drivers.simulators import SiteSimulator, with_simulated_devices
 from edge.node import EdgeNode
+from gateway.connection import PahoClient, PahoMessage, threaded_client
 from guardlink.siteconfig import BrokerUrl, SiteConfig, parse_site
 
 SITE_YAML = """
@@ -59,15 +58,15 @@ class RawSubscriber:
         self._target = 0
         self._done = threading.Event()
         self._ready = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-ingest-raw", clean_session=False)
+        self._client = threaded_client(broker, client_id="bench-ingest-raw", clean_session=False)
         self._client.on_connect = self._connected
         self._client.on_subscribe = lambda c, u, mid, rcs, p: self._ready.set()
         self._client.on_message = self._received
 
-    def _connected(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+    def _connected(self, client: PahoClient, userdata: object, flags: object, reason: object, props: object) -> None:
         client.subscribe([(f, 1) for f in self.filters])
 
-    def _received(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _received(self, client: PahoClient, userdata: object, message: PahoMessage) -> None:
         now = time.perf_counter()
         if self.count == 0:
             self.first = now

@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from bench.servers import running_mosquitto, stop_process
 from device_drivers import guardlink_wearable
+from gateway.connection import PahoClient, PahoMessage, threaded_client
 from guardlink import topics
 from guardlink.siteconfig import BrokerUrl
 
@@ -47,7 +46,7 @@ class Consumer:
     def __init__(self, broker: BrokerUrl, topic: str) -> None:
         self.arrivals: list[float] = []
         self._cond = threading.Condition()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self._client = threaded_client(broker)
         subscribed = threading.Event()
         self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self._client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
@@ -57,7 +56,7 @@ class Consumer:
         if not subscribed.wait(10):
             raise RuntimeError(f"consumer could not subscribe on {broker}")
 
-    def _arrived(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _arrived(self, client: PahoClient, userdata: object, message: PahoMessage) -> None:
         with self._cond:
             self.arrivals.append(time.perf_counter())
             self._cond.notify_all()
@@ -80,7 +79,7 @@ class Presser:
     def __init__(self, broker: BrokerUrl, topic: str) -> None:
         self.topic = topic
         self.seq = 0
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self._client = threaded_client(broker)
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
 

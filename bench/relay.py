@@ -8,18 +8,17 @@ from __future__ import annotations
 import sys
 import threading
 
-import paho.mqtt.client as mqtt
-
+from gateway.connection import threaded_client
 from guardlink.siteconfig import BrokerUrl
 
 
 def main(argv: list[str]) -> int:
     in_url, in_topic, out_url, out_topic = BrokerUrl.parse(argv[0]), argv[1], BrokerUrl.parse(argv[2]), argv[3]
-    out = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-relay-out")
+    out = threaded_client(out_url, client_id="bench-relay-out")
     out.connect(out_url.host, out_url.port)
     out.loop_start()
     subscribed = threading.Event()
-    relay = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-relay-in")
+    relay = threaded_client(in_url, client_id="bench-relay-in")
     relay.on_connect = lambda c, u, f, rc, p: c.subscribe(in_topic, qos=1)
     relay.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
     relay.on_message = lambda c, u, message: out.publish(out_topic, message.payload, qos=1)

@@ -16,7 +16,7 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from prometheus_client import (
     CollectorRegistry,
@@ -119,6 +119,8 @@ class SiteMonitor:
         self._positions_at: dict[str, float] = {}
         node.outbox.on_stored = self.stored
         node.outbox.on_delivered = self.delivered
+        for process in node.cameras.values():
+            process.on_stats = self._camera_report
 
     async def run(self) -> None:
         """Serve /metrics (when `metrics.listen` is set) and write telemetry (when configured) until cancelled."""
@@ -191,6 +193,13 @@ class SiteMonitor:
         self.cameras[camera] = CameraReading(fps, dropped_frames, motion_share, cpu_percent, total)
         fields = {"fps": fps, "dropped_frames": dropped_frames, "motion_share": motion_share, "cpu_percent": cpu_percent}
         self._record(CAMERA, {"camera": camera}, fields, self.node.clock() if at is None else at)
+
+    def _camera_report(self, camera: str, stats: dict[str, Any]) -> None:
+        """A camera worker's stats line (edge/vision/worker.py) as camera_stats."""
+        self.camera_stats(
+            camera, fps=float(stats.get("fps", 0.0)), dropped_frames=int(stats.get("dropped", 0)),
+            motion_share=float(stats.get("motion_share", 0.0)), cpu_percent=float(stats.get("cpu_percent", 0.0)),
+        )
 
     # -- the outbox's observers ------------------------------------------------------------------
 

@@ -27,13 +27,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 
 from edge.vision.mjpeg import StreamError, boundary_of, jpeg_parts
+from gateway.connection import PahoClient, PahoMessage, threaded_client
 from guardlink.cameraconfig import CameraSettings
 from guardlink.siteconfig import BrokerUrl
 
@@ -75,6 +76,7 @@ def open_source(
     *,
     source: str | None = None,
     live: bool = True,
+    loop: bool = False,
     ring: JpegSink | None = None,
     broker: BrokerUrl | None = None,
     clock: Callable[[], float] = time.time,
@@ -82,7 +84,7 @@ def open_source(
     """The source of a camera (or `source`, which overrides its configured one), not started yet.
 
     `live` reads files at their own rate, looping, as a camera would deliver them; otherwise a file is read
-    once, as fast as it decodes. `ring` receives JPEG frames for evidence. `broker` is the site broker that
+    once, as fast as it decodes (`loop`: forever, as benchmarks load the machine). `ring` receives JPEG frames for evidence. `broker` is the site broker that
     mqtt: sources subscribe on.
     """
     url = source or camera.source
@@ -98,7 +100,7 @@ def open_source(
     if not url.startswith(("rtsp://", "rtsps://")) and not os.path.exists(url):
         raise SourceError(f"camera {camera.id!r}: no such file {url!r}")
     if shutil.which("ffmpeg"):
-        return FfmpegSource(url, rows, camera, live=live, ring=ring, clock=clock)
+        return FfmpegSource(url, rows, camera, live=live, loop=loop, ring=ring, clock=clock)
     log.warning("event=ffmpeg_missing camera=%s fallback=opencv", camera.id)
     return OpenCvSource(url, rows, camera, ring, clock)
 
@@ -107,7 +109,15 @@ class FfmpegSource:
     """An ffmpeg subprocess decoding a video source to scaled Y planes (and ring JPEGs when asked)."""
 
     def __init__(
-        self, url: str, rows: int | None, camera: CameraSettings, *, live: bool, ring: JpegSink | None, clock: Callable[[], float]
+        self,
+        url: str,
+        rows: int | None,
+        camera: CameraSettings,
+        *,
+        live: bool,
+        ring: JpegSink | None,
+        clock: Callable[[], float],
+        loop: bool = False,
     ) -> None:
         """`rows` of the frames it emits, the aspect ratio kept; None for the source's own size."""
         self.url = url
@@ -122,6 +132,8 @@ class FfmpegSource:
                 command += ["-rtsp_flags", "listen"]
         elif live:
             command += ["-re", "-stream_loop", "-1"]  # a file as a camera: its own rate, forever
+        elif loop:
+            command += ["-stream_loop", "-1"]
         command += ["-i", url, "-filter_threads", "1"]
         # Scale first, then take the Y plane of the small frame: copying the full-size plane costs more than the scaling.
         luma = f"scale=-2:{rows}:flags=fast_bilinear,format=yuv420p,extractplanes=y" if rows else "extractplanes=y"
@@ -208,6 +220,14 @@ class FfmpegSource:
         except OSError:
             return b""
         return line
+
+    def cpu_seconds(self) -> float:
+        """CPU time ffmpeg has used so far (0 where /proc is not there to tell)."""
+        try:
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def error(self) -> str:
         """What ffmpeg said on stderr (its last lines)."""
@@ -357,9 +377,7 @@ class MqttJpegSource(_JpegSource):
         self._latest: bytes | None = None
         self._closed = False
         self._cond = threading.Condition()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"guardlink-camera-{camera.id}")
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
+        self._client = threaded_client(broker, client_id=f"guardlink-camera-{camera.id}")
         self._client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=0)
         self._client.on_message = self._arrived
         self._client.reconnect_delay_set(0.5, 10)
@@ -374,7 +392,7 @@ class MqttJpegSource(_JpegSource):
             raise SourceError(f"camera {self.camera.id!r}: cannot reach {self.broker}: {exc}") from None
         self._client.loop_start()
 
-    def _arrived(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _arrived(self, client: PahoClient, userdata: object, message: PahoMessage) -> None:
         with self._cond:
             if self._latest is not None:
                 self.dropped += 1

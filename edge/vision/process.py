@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 STABLE_S = 10.0  # a worker (or a stream, inside it) that ran this long is retried without waiting longer
+PASSWORD_ENV = "GUARDLINK_CAMERA_BROKER_PASSWORD"
 
 
 class CameraProcess:
@@ -43,12 +45,17 @@ class CameraProcess:
         self.camera = camera
         self.on_event = on_event
         self.on_evidence = on_evidence
+        # The broker's password never goes on the worker's command line (`ps` shows it): an inline one by environment.
+        self.env = {**os.environ, PASSWORD_ENV: broker.password} if broker and broker.password is not None else None
+        if broker is not None and broker.password is not None:
+            broker = broker.model_copy(update={"password": None, "password_env": PASSWORD_ENV})
         self.config = json.dumps(
             {"camera": camera.model_dump(mode="json", include=set(CameraSettings.model_fields)),  # a site's Camera knows more
-             "broker": str(broker) if broker else None,
+             "broker": broker.model_dump(mode="json") if broker else None,
              "evidence_dir": str(evidence_dir) if evidence_dir else None, "log_level": logging.getLevelName(log.getEffectiveLevel())}
         )
         self.stats: dict[str, Any] = {}
+        self.on_stats: Callable[[str, dict[str, Any]], None] | None = None  # each stats report, as it comes (the monitor)
         self.starts = 0
         self._process: asyncio.subprocess.Process | None = None
 
@@ -60,7 +67,7 @@ class CameraProcess:
                 started = time.monotonic()
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "edge.vision.worker", self.config, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    limit=1 << 20,
+                    limit=1 << 20, env=self.env,
                 )
                 self.starts += 1
                 async for line in self._process.stdout:
@@ -89,6 +96,8 @@ class CameraProcess:
                 self.on_evidence(message["evidence"]["ref"], Evidence.model_validate(message["evidence"]["file"]))
             elif "stats" in message:
                 self.stats = message["stats"]
+                if self.on_stats is not None:
+                    self.on_stats(self.camera.id, self.stats)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("event=camera_worker_bad_line camera=%s error=%r line=%r", self.camera.id, str(exc), line[:200])
         except Exception:  # a bug in a handler must not take the camera (and the edge's task group) down
