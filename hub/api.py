@@ -95,6 +95,7 @@ def create_app(
     accounts: Accounts | None = None,
     login_limits: LoginLimits = LoginLimits(),
     poll_s: float = 0.1,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> FastAPI:
     """The API over the hub database. `publish_command(site, command)` sends a command to a site (raising when the broker
     refuses it); `notify` is set by whoever commits `changes` rows, to wake the live stream before its next poll."""
@@ -360,6 +361,7 @@ def create_app(
 
     @app.get("/api/stream", tags=["stream"], response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
     async def stream(
+        request: Request,
         user: User,
         after: Annotated[int | None, Query(ge=0, description="resume after this change id (as Last-Event-ID); 0 for everything")] = None,
         last_event_id: Annotated[str | None, Header(description="set by EventSource when it reconnects")] = None,
@@ -374,8 +376,16 @@ def create_app(
 
         async def events() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
-            async for change in feed.changes(start, visible, idle_s=KEEPALIVE_S):
-                yield b": keepalive\n\n" if change is None else change.event()
+            async for change in feed.changes(start, visible, idle_s=keepalive_s):
+                if change is not None:
+                    yield change.event()
+                    continue
+                try:  # a user disabled (or logged out) meanwhile loses the stream within one keepalive
+                    await run_in_threadpool(principal, request)
+                except HTTPException:
+                    log.info("event=stream_closed user=%s reason=credentials_revoked", user.name)
+                    return
+                yield b": keepalive\n\n"
 
         log.info("event=stream_opened user=%s after=%s", user.name, start)
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

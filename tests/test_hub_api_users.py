@@ -72,6 +72,19 @@ def test_failed_logins_from_one_address_are_limited_across_user_names(engine: En
         assert refused.headers["Retry-After"] == "300"
 
 
+def test_a_stream_ends_when_its_user_is_disabled(engine: Engine) -> None:
+    accounts = Accounts(engine, hasher=FAST_HASHER)
+    accounts.add_user("feed", Role.VIEWER)
+    token = accounts.issue_token("feed")
+    app = create_app(engine=engine, config=CONFIG, publish_command=never_publish, accounts=accounts, keepalive_s=0.1)
+    with serving(app) as base, httpx.stream("GET", f"{base}/api/stream", headers={"Authorization": f"Bearer {token}"}, timeout=10) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 1000"
+        assert ": keepalive" in lines  # reads up to the first keepalive
+        accounts.disable_user("feed")
+        assert set(list(lines)) <= {"", ": keepalive"}  # the stream ends (a read timeout would fail the test)
+
+
 def test_accounts_refuse_what_does_not_fit_a_role_and_store_no_secret_in_clear(engine: Engine) -> None:
     accounts = Accounts(engine, hasher=FAST_HASHER)
     with pytest.raises(AccountError, match="a chief needs at least one --community"):
