@@ -74,6 +74,7 @@ class ChangeFeed:
         self.gaps = gaps or GapWait()
         self.clock = clock
         self.upto = 0  # every row up to this id has been handed out (or given up as never committed)
+        self.started = asyncio.Event()  # set once `upto` is the newest row at start: subscribers wait for it
         self._subscribers: set[asyncio.Queue[Change | None]] = set()
         self._sites: dict[str, str] = {}  # escalation id -> site, for rows whose payload does not say
 
@@ -84,7 +85,13 @@ class ChangeFeed:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        await asyncio.to_thread(self.start_position)
+        while not self.started.is_set():
+            try:
+                await asyncio.to_thread(self.start_position)
+                self.started.set()
+            except Exception as exc:  # the database is not reachable yet
+                log.warning("event=change_feed_waiting error=%r", exc)
+                await asyncio.sleep(1.0)
         log.info("event=change_feed_started after=%d", self.upto)
         try:
             while True:
@@ -147,6 +154,7 @@ class ChangeFeed:
     async def changes(self, after: int | None, visible: Callable[[Change], bool], idle_s: float = 15.0) -> AsyncIterator[Change | None]:
         """Every change after `after` (from now when None) that `visible` allows: the backlog from the database, then live;
         None after `idle_s` without one (a keepalive)."""
+        await self.started.wait()
         async with self.subscribe() as (upto, queue):
             last = upto if after is None else after
             while last < upto:
