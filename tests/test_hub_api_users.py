@@ -16,7 +16,7 @@ from hub.api import create_app
 from hub.database import make_engine, migrate
 from hub.login_limits import LoginLimits, retry_after
 from hub.stream import GapWait
-from test_hub_api import CONFIG, FAST_HASHER, PASSWORD, serving
+from test_hub_api import CONFIG, FAST_HASHER, NORTH, PASSWORD, commit, last_change, rev, serving
 
 
 async def never_publish(site: str, command: object) -> None:
@@ -83,6 +83,23 @@ def test_a_stream_ends_when_its_user_is_disabled(engine: Engine) -> None:
         assert ": keepalive" in lines  # reads up to the first keepalive
         accounts.disable_user("feed")
         assert set(list(lines)) <= {"", ": keepalive"}  # the stream ends (a read timeout would fail the test)
+
+
+def test_a_command_the_broker_does_not_take_answers_503_and_is_audited_as_not_sent(engine: Engine) -> None:
+    async def broker_down(site: str, command: object) -> None:
+        raise ConnectionError("district broker unreachable")
+
+    accounts = Accounts(engine, hasher=FAST_HASHER)
+    accounts.add_user("disp", Role.DISPATCHER, password=PASSWORD)
+    before = commit(engine, [rev(NORTH, "n-1", 1)])
+    app = create_app(engine=engine, config=CONFIG, publish_command=broker_down, accounts=accounts)
+    with serving(app) as base, httpx.Client(base_url=base, timeout=10) as client:
+        client.post("/api/login", json={"name": "disp", "password": PASSWORD})
+        refused = client.post("/api/incidents/n-1/commands", json={"command": "acknowledge"})
+    assert refused.status_code == 503 and "try again" in refused.json()["detail"]
+    (entry,) = accounts.entries(action=AuditAction.COMMAND)
+    assert (entry.actor, entry.subject, entry.detail["sent"], entry.detail["error"]) == ("disp", "n-1", False, "ConnectionError('district broker unreachable')")
+    assert last_change(engine) == before  # no change row: nothing was sent
 
 
 def test_accounts_refuse_what_does_not_fit_a_role_and_store_no_secret_in_clear(engine: Engine) -> None:
