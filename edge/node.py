@@ -269,8 +269,23 @@ class EdgeNode:
         if not steps and not alarms:
             ack()
             return None
-        steps += [self.dispatcher.open(incident, now) for _, incident in alarms]
-        return self._carry_out(steps, ack=ack, source=source if alarms else None)
+        if not alarms:
+            return self._carry_out(steps, ack=ack)
+        self.outbox.claim(source)  # now: a copy may be evaluated before this one is stored
+        try:
+            steps += [self.dispatcher.open(incident, now) for _, incident in alarms]
+        except Exception:
+            self.outbox.unclaim(source)
+            raise
+        return self._stored_or_unclaimed(self._carry_out(steps, ack=ack, source=source), source)
+
+    async def _stored_or_unclaimed(self, work: Coroutine[Any, Any, None], source: str) -> None:
+        """Run `work`; if it fails, a copy of its device message may still raise the alarm (a duplicate beats a loss)."""
+        try:
+            await work
+        except Exception:
+            self.outbox.unclaim(source)
+            raise
 
     @staticmethod
     def _source(topic: str, message: Message, payload: bytes, alarm: Event) -> str:

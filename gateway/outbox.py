@@ -162,8 +162,16 @@ class Outbox:
             await asyncio.shield(self._flusher)
 
     def holds(self, source: str) -> bool:
-        """True if a revision made from this device message is stored (or queued for storing): a copy of it is no new alarm."""
+        """True if a revision made from this device message is stored, queued or claimed: a copy of it is no new alarm."""
         return source in self._sources
+
+    def claim(self, source: str) -> None:
+        """Count a device message as held from now on, before its revisions are appended (its copies may come first)."""
+        self._sources.add(source)
+
+    def unclaim(self, source: str) -> None:
+        """Undo `claim` for a message whose processing failed: a copy of it may still raise the alarm."""
+        self._sources.discard(source)
 
     async def set_aside(self, origin: str, topic: str, payload: bytes, error: str) -> None:
         """Keep a message that could not be processed, for inspection (`set_aside` table; the newest 1,000, 64 KiB each)."""
