@@ -10,7 +10,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -18,28 +19,51 @@ from device_drivers.simulators import GuardHabits, SiteSimulator
 from edge.embedded_broker import embedded_broker
 from edge.node import EdgeNode
 from gateway.police import PoliceWatcher, describe
-from cli import load_checked_site
+from cli import load_checked_site, seconds
+from cli.simulate import plural
 from guardlink.models import Escalation
 from guardlink.siteconfig import SiteConfig
 
 log = logging.getLogger(__name__)
 
+PRESS_EVERY_S = 8.0  # with four guards each job taking ~10 s, a site that is busy but not overrun
+LOG_FILE = Path(tempfile.gettempdir()) / "guardlink-demo.log"  # the terminal shows the alarms; the logs go here
 DEFAULT_SITE = Path(__file__).resolve().parents[1] / "firmware_configs" / "sites" / "school.yaml"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="run the whole path on an embedded broker with simulated devices")
     demo.add_argument("--site", type=Path, default=None, help="site file (default: the example school)")
-    demo.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    demo.add_argument("--duration", type=seconds, default=None, help="seconds to run (default: until Ctrl-C)")
     demo.add_argument("--json", action="store_true", help="one escalation document per line on stdout, logs on stderr")
-    demo.add_argument("--press-every", type=float, default=3.0, help="mean seconds between simulated panic presses")
+    demo.add_argument("--press-every", type=seconds, default=PRESS_EVERY_S, help=f"mean seconds between simulated panic presses (default {PRESS_EVERY_S:g})")
     demo.add_argument("--seed", type=int, default=None, help="random seed for repeatable simulations")
     demo.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_checked_site(args.site or DEFAULT_SITE)
-    return asyncio.run(run_demo(config, duration_s=args.duration, as_json=args.json, press_every_s=args.press_every, seed=args.seed))
+    if args.json:
+        return asyncio.run(run_demo(config, duration_s=args.duration, as_json=True, press_every_s=args.press_every, seed=args.seed))
+    with logs_to(LOG_FILE):
+        return asyncio.run(
+            run_demo(config, duration_s=args.duration, as_json=False, press_every_s=args.press_every, seed=args.seed, log_file=LOG_FILE)
+        )
+
+
+@contextmanager
+def logs_to(path: Path) -> Iterator[None]:
+    """Send log records to `path` instead of the terminal, so warnings do not break up the alarm lines."""
+    root = logging.getLogger()
+    before = root.handlers[:]
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = before
+        handler.close()
 
 
 async def run_demo(
@@ -47,9 +71,10 @@ async def run_demo(
     *,
     duration_s: float | None,
     as_json: bool,
-    press_every_s: float = 3.0,
+    press_every_s: float = PRESS_EVERY_S,
     seed: int | None = None,
     out: TextIO = sys.stdout,
+    log_file: Path | None = None,
 ) -> int:
     """Run the whole path on an embedded broker; returns the process exit code."""
     latencies: list[float] = []
@@ -80,7 +105,8 @@ async def run_demo(
                 if not as_json:
                     print(
                         f"guardlink demo: site {config.site.name!r} on embedded broker {broker}; "
-                        f"{len(simulator.pressable)} alarm devices, {len(config.guards)} guards. Ctrl-C stops.",
+                        f"{len(simulator.pressable)} alarm devices, {len(config.guards)} guards; a press every {press_every_s:g} s or so; "
+                        f"logs {'in ' + str(log_file) if log_file else 'on stderr'}. Ctrl-C stops.",
                         file=out, flush=True,
                     )
                 try:
@@ -111,8 +137,8 @@ def _summary(presses: int, received: list[Escalation], latencies: list[float], n
     incidents = sum(e.revision == 1 for e in received)
     resolved = sum(e.status.final for e in received)
     text = (
-        f"summary: {presses} presses, {incidents} incidents and {len(received)} revisions at the police "
-        f"({resolved} resolved or closed), {node.intake.rejections.total} payloads rejected"
+        f"summary: {plural(presses, 'press')}, {plural(incidents, 'incident')} and {plural(len(received), 'revision')} at the police "
+        f"({resolved} resolved or closed), {plural(node.intake.rejections.total, 'payload')} rejected"
     )
     if latencies:
         text += f", press->police latency p50 {statistics.median(latencies):.1f} ms, max {max(latencies):.1f} ms"

@@ -6,14 +6,19 @@ import argparse
 import logging
 import sys
 
-from cli import bench, broker_config, config, demo, edge, hub, keys, police, schema, simulate, vision
-from guardlink.siteconfig import ConfigError
-
-COMMANDS = (demo, edge, hub, police, simulate, bench, schema, config, keys, broker_config, vision)
-
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `guardlink` console script."""
+    """Entry point of the `guardlink` console script. Ctrl-C at any moment, even while the modules load, ends quietly."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    from guardlink.siteconfig import ConfigError
+
     args = parser().parse_args(argv)
     default_level = getattr(logging, getattr(args, "log_level", "WARNING"))
     logging.basicConfig(
@@ -27,17 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         for message in exc.messages:
             print(message, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 130
 
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
+    from cli import bench, broker_config, config, demo, edge, hub, keys, police, schema, simulate, vision
+
     top = argparse.ArgumentParser(prog="guardlink", description="Edge gateway linking site guards and police over MQTT.")
     top.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv for debug)")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    for command in (demo, edge, hub, police, simulate, bench, schema, config, keys, broker_config, vision):
         command.register(commands)
     return top
 

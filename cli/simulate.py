@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
-from cli import broker_url, load_checked_site
-from guardlink.siteconfig import BrokerUrl
+from cli import broker_url, load_checked_site, seconds
+from guardlink.siteconfig import BrokerUrl, Device
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,14 +22,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     simulate.add_argument("--site", type=Path, required=True, help="site file")
     simulate.add_argument("--broker", type=broker_url, default=None, help="site broker mqtt://host:port (default: from the site file)")
-    simulate.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    simulate.add_argument("--press-every", type=float, default=3.0, help="mean seconds between panic presses")
+    simulate.add_argument("--duration", type=duration, default=None, help="seconds to run (default: until Ctrl-C)")
+    simulate.add_argument("--press-every", type=seconds, default=3.0, help="mean seconds between panic presses")
     simulate.add_argument("--press", metavar="DEVICE", default=None, help="press this device's alarm once and exit")
     simulate.add_argument("--action", default="single", help="button action for --press (default: single)")
     simulate.add_argument("--seed", type=int, default=None, help="random seed")
-    simulate.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+    simulate.add_argument("--devices", type=positive_int, default=None, metavar="N",
                           help="simulate N devices: the site's own, then generated ones (sim-0, sim-1 ...) of every family in turn")
-    simulate.add_argument("--rate", type=_positive_float, default=None, metavar="R", help="load run: R messages a second in all (default 100)")
+    simulate.add_argument("--rate", type=_positive_rate, default=None, metavar="R", help="load run: R messages a second in all (default 100)")
     simulate.add_argument("--site-out", type=Path, default=None, metavar="FILE",
                           help="write the site with the generated devices to FILE (for `guardlink edge --config FILE`)")
     simulate.add_argument("--public-key", type=Path, default=None, metavar="FILE",
@@ -37,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device_drivers.simulators import SiteSimulator, with_simulated_devices
+    from device_drivers.simulators import GuardHabits, SiteSimulator, with_simulated_devices
 
     config = load_checked_site(args.site)
     if args.devices:
@@ -53,29 +54,63 @@ def run(args: argparse.Namespace) -> int:
         from guardlink.provisioning import load_public_key
 
         public_key = load_public_key(args.public_key.read_text())
-    with SiteSimulator(config, broker, seed=args.seed, public_key=public_key) as simulator:
+    load = bool(args.devices or args.rate)
+    # Plain runs simulate the guards too, so offers are answered as on a real site instead of timing out.
+    simulator = SiteSimulator(config, broker, seed=args.seed, public_key=public_key, habits=None if load or args.press else GuardHabits())
+    if args.press:
+        try:
+            device = simulator.pressable_device(args.press, args.action)
+        except ValueError as exc:
+            print(f"guardlink simulate: {exc}", file=sys.stderr)
+            return 2
+    with ExitStack() as connected:
+        try:
+            connected.enter_context(simulator)
+        except (OSError, ConnectionError) as exc:
+            print(f"guardlink simulate: cannot reach the site broker {broker}: {exc}; start it, or pass --broker", file=sys.stderr)
+            return 1
         if args.press:
             simulator.report_positions()
             simulator.press(args.press, args.action)
-            print(f"pressed {args.press} ({args.action})", file=sys.stderr)
-        elif args.devices or args.rate:
+            print(f"pressed {args.press} ({args.action}){_meaning(device, args.action)}", file=sys.stderr)
+        elif load:
             sent, presses = simulator.run_load(args.duration, args.rate or 100.0, press_every_s=args.press_every)
-            print(f"{sent} messages from {len(config.devices)} devices, {presses} presses", file=sys.stderr)
+            print(f"{plural(sent, 'message')} from {plural(len(config.devices), 'device')}, {plural(presses, 'press')}", file=sys.stderr)
         else:
             presses = simulator.run(args.duration, press_every_s=args.press_every)
-            print(f"{presses} presses", file=sys.stderr)
+            print(plural(presses, "press"), file=sys.stderr)
     return 0
 
 
-def _positive_int(text: str) -> int:
+def _meaning(device: Device, action: str) -> str:
+    """What the edge makes of the action, when it is not an alarm (it records it without escalating)."""
+    if action in device.test_actions:
+        return ": a test action, the police receive a test incident"
+    if action in device.duress_actions or action in device.panic_actions or device.driver == "guardlink_wearable":
+        return ""
+    return f": not an alarm action of {device.id} (panic: {', '.join(device.panic_actions) or 'none'}), the edge records it without escalating"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 press`, `2 presses`."""
+    return f"{count} {noun if count == 1 else noun + ('es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's')}"
+
+
+def _positive_rate(text: str) -> float:
+    try:
+        return seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of messages a second") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer above 0."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
+def duration(text: str) -> float:
+    """argparse type for --duration: seconds, or 0 (only what is asked besides, such as writing --site-out)."""
+    return 0.0 if text.strip() in ("0", "0.0") else seconds(text)

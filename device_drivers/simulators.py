@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device_drivers import frigate, guardlink_button, guardlink_wearable, owntracks, shelly, tasmota, zigbee2mqtt
+from device_drivers.driver import ACTIONS
 from device_drivers.registry import DRIVERS, driver
 from guardlink import topics
 from guardlink.geo import EARTH_RADIUS_M, LatLon, haversine_m
@@ -34,21 +35,28 @@ ARRIVED_M = 10.0
 SHELLY_GEN1 = {"single": "S", "double": "SS", "triple": "SSS", "hold": "L", "long": "L"}
 SHELLY_RPC = {"single": "single_push", "double": "double_push", "triple": "triple_push", "hold": "long_push", "long": "long_push"}
 TASMOTA = {"single": "SINGLE", "double": "DOUBLE", "triple": "TRIPLE", "quadruple": "QUAD", "many": "PENTA", "hold": "HOLD", "long": "HOLD"}
-PRESSABLE = {"zigbee2mqtt", "shelly", "shelly_rpc", "tasmota", "guardlink_button", "guardlink_wearable"}
+# The guardlink actions each pressable family can send (a wearable's `long` is its silent SOS, anything else a short one).
+PRESS_ACTIONS = {
+    "zigbee2mqtt": tuple(sorted(ACTIONS)), "shelly": tuple(SHELLY_GEN1), "shelly_rpc": tuple(SHELLY_RPC), "tasmota": tuple(TASMOTA),
+    "guardlink_button": guardlink_button.ACTIONS, "guardlink_wearable": ("single", "long"),
+}
+PRESSABLE = set(PRESS_ACTIONS)
 SIMULATED_FAMILIES = tuple(sorted(DRIVERS))  # generated devices cycle through these
 
 
 @dataclass(frozen=True, slots=True)
 class GuardHabits:
-    """How simulated guards behave."""
+    """How simulated guards behave: like people on a normal day (most accept, a few decline, hardly anyone lets an
+    offer time out), with the walk and the work at the scene in time-lapse so a demo shows whole incidents."""
 
-    accept: float = 0.75  # share of offers accepted
-    decline: float = 0.15  # share declined; the rest are ignored (the offer times out)
+    accept: float = 0.85  # share of offers accepted
+    decline: float = 0.12  # share declined; the rest are ignored (the offer times out)
     react_s: tuple[float, float] = (0.5, 2.5)
     walk_speed_mps: float = 8.0  # faster than life, so a demo shows arrivals within seconds
+    arrive_within_s: float | None = 8.0  # time-lapse: a long walk is sped up to take at most this long (None: real pace)
     false_alarm: float = 0.2
     resolve_after_s: tuple[float, float] = (2.0, 5.0)
-    falls_every_s: float | None = 60.0  # mean time between a guard falling somewhere on site; None = never
+    falls_every_s: float | None = 300.0  # mean time between a guard falling somewhere on site; None = never
     cancel_prealarm: float = 0.3  # share of man-down pre-alarms the fallen guard cancels
 
 
@@ -61,6 +69,7 @@ class Walker:
     accuracy_m: float = 10.0  # as last reported
     target: LatLon | None = None
     job: str | None = None  # escalation walked to
+    speed_mps: float = 1.4  # on the way to `target`
     on_scene: bool = False
     fallen_since: float | None = None
 
@@ -196,7 +205,7 @@ class SiteSimulator:
             if walker.fallen_since is not None or walker.on_scene:
                 pass  # lying down, or busy at the incident
             elif walker.target is not None and self.habits is not None:
-                if walker.towards(self.habits.walk_speed_mps * elapsed_s):
+                if walker.towards(walker.speed_mps * elapsed_s):
                     self._arrived(device_id, walker)
             else:
                 walker.step(self.rng, self.home, step_m, self.radius_m)
@@ -240,9 +249,7 @@ class SiteSimulator:
     def press(self, device_id: str, action: str = "single") -> float:
         """Press the device's button with a guardlink action (single, double, triple, hold, long); a wearable's
         `long` is its silent SOS. Returns the press time."""
-        device = self.config.device(device_id)
-        if device is None or device.driver not in PRESSABLE:
-            raise ValueError(f"{device_id!r} is not a button or wearable of site {self.config.site.id}")
+        device = self.pressable_device(device_id, action)
         topic = self._topic(device)
         if device.driver == "zigbee2mqtt":
             payload = zigbee2mqtt.button_payload(action, battery=self.rng.randint(40, 100), linkquality=self.rng.randint(60, 255))
@@ -260,6 +267,16 @@ class SiteSimulator:
         pressed_at = self.pressed[device_id] = time.time()
         self._send(topic, payload)
         return pressed_at
+
+    def pressable_device(self, device_id: str, action: str) -> Device:
+        """The button or wearable `device_id`, if it can send `action`; ValueError saying what can be pressed instead."""
+        device = self.config.device(device_id)
+        if device is None or device.driver not in PRESSABLE:
+            known = ", ".join(d.id for d in self.pressable) or "none"
+            raise ValueError(f"{device_id!r} is not a button or wearable of site {self.config.site.id} (pressable: {known})")
+        if action not in PRESS_ACTIONS[device.driver]:
+            raise ValueError(f"{device_id!r} ({device.driver}) cannot send {action!r} (it can: {', '.join(PRESS_ACTIONS[device.driver])})")
+        return device
 
     def detect(self, device_id: str, zone: str = "yard", label: str = "person") -> float:
         """A Frigate camera sees `label` walk into `zone`; returns the time it was published."""
@@ -354,6 +371,9 @@ class SiteSimulator:
                 walker.job = offer["escalation"]
                 walker.target = LatLon(location["lat"], location["lon"]) if location else self.home
                 walker.on_scene = False
+                walker.speed_mps = self.habits.walk_speed_mps
+                if self.habits.arrive_within_s:
+                    walker.speed_mps = max(walker.speed_mps, haversine_m(walker.point, walker.target) / self.habits.arrive_within_s)
 
         self._later(self.rng.uniform(*self.habits.react_s), decide)
 

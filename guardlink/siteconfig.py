@@ -367,6 +367,12 @@ class PoliceUplink(_Model):
     """Where escalations go."""
 
     broker: str = Field(description="police MQTT broker, mqtt://host:port or mqtts://host:port?ca=..&cert=..&key=..&password_file=..")
+    receipts: bool = Field(
+        default=True,
+        description="the district command centre confirms each revision it stored; the edge resends what is not confirmed"
+        " (false for a bare police broker with no command centre: the broker's acknowledgement then ends a revision's journey)",
+    )
+    receipt_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="resend a revision not confirmed after this long (backing off to 10 min)")
 
     @field_validator("broker")
     @classmethod
@@ -496,17 +502,21 @@ def load_site(path: str | Path, known_drivers: Collection[str] | None = None, te
     text = read_text(path, "site file")
     directory = templates_dir or (path.parent / DEFAULT_TEMPLATES).resolve()
     templates = load_templates(directory) if directory.is_dir() else {}
-    return parse_site(text, str(path), known_drivers, templates)
+    looked_in = f"{directory}" + ("" if directory.is_dir() else f", which does not exist: templates are read from {DEFAULT_TEMPLATES} "
+                                  "next to the site file's directory; copy firmware_configs/templates there")
+    return parse_site(text, str(path), known_drivers, templates, templates_from=looked_in)
 
 
 def parse_site(
-    text: str, filename: str, known_drivers: Collection[str] | None = None, templates: dict[str, DeviceTemplate] | None = None
+    text: str, filename: str, known_drivers: Collection[str] | None = None, templates: dict[str, DeviceTemplate] | None = None,
+    *, templates_from: str | None = None,
 ) -> SiteConfig:
-    """Parse site YAML text; `filename` is used in error messages. Reports every problem found, not just the first."""
+    """Parse site YAML text; `filename` is used in error messages, `templates_from` says where templates were looked for.
+    Reports every problem found, not just the first."""
     root, data, errors = compose(
         text, filename, "a site needs at least 'site' and 'police'", "a site file is a mapping with 'site', 'police', 'devices', 'guards'"
     )
-    unresolved = _apply_templates(data, root, filename, templates or {}, errors)
+    unresolved = _apply_templates(data, root, filename, templates or {}, errors, templates_from)
     errors += [f"{at(filename, node_at(root, loc)[0])}: {msg}" for loc, msg in _cross_references(data, known_drivers)]
     try:
         config = SiteConfig.model_validate(data)
@@ -542,7 +552,8 @@ def load_templates(directory: Path) -> dict[str, DeviceTemplate]:
 
 
 def _apply_templates(
-    data: dict[str, Any], root: yaml.Node, filename: str, templates: dict[str, DeviceTemplate], errors: list[str]
+    data: dict[str, Any], root: yaml.Node, filename: str, templates: dict[str, DeviceTemplate], errors: list[str],
+    templates_from: str | None = None,
 ) -> set[int]:
     """Fill each device's unset fields from its template, in place; adds errors for unknown or mismatched templates
     and returns the indices of devices whose template is unknown."""
@@ -555,7 +566,8 @@ def _apply_templates(
         template = templates.get(name) if isinstance(name, str) else None
         where = at(filename, node_at(root, ("devices", i, "template"))[0])
         if template is None:
-            errors.append(f"{where}: device {device.get('id')!r} uses unknown template {name!r} (known: {', '.join(sorted(templates)) or 'none'})")
+            errors.append(f"{where}: device {device.get('id')!r} uses unknown template {name!r} (known: {', '.join(sorted(templates)) or 'none'}"
+                          f"{'; looked in ' + templates_from if templates_from else ''})")
             unresolved.add(i)
             continue
         driver = device.setdefault("driver", template.driver)
