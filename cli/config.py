@@ -161,8 +161,7 @@ class Session:
     """A short paho session for installer commands: read retained documents, publish retained ones."""
 
     def __init__(self, broker: BrokerUrl, site: str) -> None:
-        import paho.mqtt.client as mqtt
-
+        from gateway.connection import threaded_client
         from guardlink import topics
 
         self.broker = broker
@@ -170,9 +169,7 @@ class Session:
         self._marker = topics.installer_marker(site, str(time.time_ns()))
         self._done = threading.Event()
         self._connected = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
+        self._client = threaded_client(broker)
         self._client.on_connect = lambda c, u, f, reason, p: self._connected.set() if not reason.is_failure else None
         self._client.on_message = self._on_message
 
