@@ -46,6 +46,8 @@ from guardlink.models import (
     Event,
     EventKind,
     Evidence,
+    GuardReport,
+    GuardsReport,
     GuardState,
     Incident,
     IncidentKind,
@@ -65,6 +67,7 @@ RESUME_WITHIN_S = 24 * 3600  # escalations older than this are not picked up aga
 RETAIN_DELIVERED_S = 7 * 24 * 3600  # delivered revisions stay in the outbox this long, for the record
 REPLAY_STATE = "replay_guard"  # the replay guard's record, saved in the outbox database
 SAVE_REPLAYS_EVERY_S = 5.0
+GUARDS_REPORT_EVERY_S = 2.0  # guards' positions and states to the command centre at most this often
 
 
 def _status(state: str) -> bytes:
@@ -98,7 +101,8 @@ class EdgeNode:
         now = clock()
         self.intake = Intake(config)
         self.board = GuardBoard(config, now)
-        self.outbox = Outbox(outbox_path, clock=clock)
+        police = config.police
+        self.outbox = Outbox(outbox_path, clock=clock, receipt_timeout_s=police.receipt_timeout_s if police.receipts else None)
         self.dispatcher = Dispatcher(config, self.board, self.outbox.next_sequence)
         self.wearables = WearableWatch(config.wearables)
         self.device_states = DeviceStates([d.id for d in config.devices])
@@ -114,6 +118,8 @@ class EdgeNode:
         self.redeliveries_skipped = 0
         self.set_aside: Counter[str] = Counter()  # messages that failed in processing, by origin (site, police, camera)
         self._set_aside_logged: dict[tuple[str, str], float] = {}
+        self._reported_guards: dict[str, object] = {}
+        self._guards_reported_at = float("-inf")
         self.site_connected = False
         self._site_client: Client | None = None
         self._open_conditions: dict[tuple[str, IncidentKind], str] = {}  # (device, kind) -> escalation id
@@ -136,6 +142,8 @@ class EdgeNode:
         return {
             "site": self.config.site.id,
             "backlog": self.outbox.backlog,
+            "unreceipted": self.outbox.unreceipted,
+            "oldest_unreceipted_s": round(self.outbox.oldest_unreceipted_s(), 1),
             "incidents": self.incidents,
             "open_escalations": len(self.dispatcher.jobs),
             "open": self.dispatcher.latest_open(),  # so a police terminal started now shows what is open
@@ -364,6 +372,7 @@ class EdgeNode:
             await asyncio.sleep(self.config.supervision.check_every_s)
             try:
                 await self._check(self.clock())
+                self._report_guards()
                 if self.clock() - saved_at >= SAVE_REPLAYS_EVERY_S:
                     saved_at = self.clock()
                     await self._save_replays()
@@ -381,6 +390,28 @@ class EdgeNode:
         steps += self.dispatcher.expire(now)
         if steps:
             await self._carry_out(steps)
+
+    def _report_guards(self) -> None:
+        """The site's guards to the command centre when a state, job or position changed (at most every few seconds)."""
+        now = self.clock()
+        shown = {g: (s.state, s.job, s.placed.point if s.placed else None) for g, s in self.board.guards.items()}
+        if shown == self._reported_guards or now - self._guards_reported_at < GUARDS_REPORT_EVERY_S:
+            return
+        self._reported_guards, self._guards_reported_at = shown, now
+        report = GuardsReport(
+            site=self.config.site.id,
+            at=iso(now),
+            guards=[
+                GuardReport(
+                    id=g, name=s.guard.name, roles=list(s.guard.roles), state=s.state, job=s.job,
+                    location=Location.of(s.placed.point) if s.placed else None,
+                    accuracy_m=s.placed.accuracy_m if s.placed else None,
+                    position_at=iso(s.placed.seen_at) if s.placed else None,
+                )
+                for g, s in self.board.guards.items()
+            ],
+        )
+        self.uplink.report_guards(report.model_dump_json(by_alias=True).encode())
 
     def _police_command(self, payload: bytes) -> None:
         try:

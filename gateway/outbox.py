@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SET_ASIDE_KEPT = 1000  # messages that could not be processed: the newest this many are kept for inspection
 SET_ASIDE_BYTES = 64 * 1024
+RESEND_MAX_S = 600.0  # an unreceipted revision is resent at most this far apart
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     stored_at    REAL    NOT NULL,
     delivered_at REAL,
     expired_at   REAL,
+    receipted_at REAL,
     UNIQUE (id, revision)
 );
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (source) WHERE source IS NOT NULL;
@@ -59,6 +61,16 @@ CREATE TABLE IF NOT EXISTS edge_state (
 """
 
 
+@dataclass(slots=True)
+class Unreceipted:
+    """A revision the police broker took (PUBACK) that the command centre has not confirmed storing yet."""
+
+    pending: Pending
+    delivered_at: float
+    resend_at: float
+    resends: int = 0
+
+
 @dataclass(slots=True, eq=False)
 class Pending:
     """A stored revision waiting for the police broker's PUBACK."""
@@ -71,6 +83,7 @@ class Pending:
     settled: bool = False  # the write was attempted: on disk, or held in memory because the disk failed
     settled_at: float | None = None
     written: asyncio.Future[bool] | None = field(default=None, repr=False)
+    receipted: bool = False  # the command centre confirmed it committed this revision
 
     @property
     def critical(self) -> bool:
@@ -80,8 +93,14 @@ class Pending:
 class Outbox:
     """Durable, ordered store of escalation revisions awaiting delivery to the police."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time, expire_after_s: float = 24 * 3600) -> None:
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.time, expire_after_s: float = 24 * 3600, receipt_timeout_s: float | None = 30.0
+    ) -> None:
+        """`receipt_timeout_s`: resend a delivered revision whose receipt has not come by then (backing off); None
+        when no command centre confirms receipt (a bare police broker): a PUBACK then ends the revision's journey."""
         self.path = Path(path)
+        self.receipt_timeout_s = receipt_timeout_s
+        self._unreceipted: dict[tuple[str, int], Unreceipted] = {}
         self.clock = clock
         self.expire_after_s = expire_after_s  # non-critical revisions only: critical ones never expire
         self.health = "not open"
@@ -115,6 +134,8 @@ class Outbox:
 
     async def prune(self, delivered_before: float) -> int:
         """Delete revisions delivered before this time; returns how many. Undelivered ones are never deleted."""
+        for key in [k for k, u in self._unreceipted.items() if u.delivered_at < delivered_before]:
+            del self._unreceipted[key]  # past the retention: no longer awaited
         if self._db is None:
             return 0
         return await self._run(self._prune_sync, delivered_before)
@@ -235,10 +256,49 @@ class Outbox:
         if self.on_delivered is not None:
             asyncio.get_running_loop().call_soon(self.on_delivered, [p for p in self._pending if id(p) in done], self.clock())
         sequences = [p.escalation.sequence for p in self._pending if id(p) in done and p.on_disk]
+        if self.receipt_timeout_s is not None:
+            now = self.clock()
+            for p in self._pending:
+                if id(p) in done and not p.receipted:
+                    key = (p.escalation.id, p.escalation.revision)
+                    self._unreceipted.setdefault(key, Unreceipted(p, now, now + self.receipt_timeout_s))
         self._pending = deque(p for p in self._pending if id(p) not in done)
         if sequences and self._db is not None:
             # Marked in the background: losing a mark in a crash only means a resend, which the police side dedupes.
             self._writer.submit(self._mark_sync, "delivered_at", sequences, self.clock())
+
+    # -- receipts from the command centre --------------------------------------------------------
+
+    def receipted(self, revisions: Iterable[tuple[str, int]]) -> int:
+        """The command centre committed these revisions: they are received by the police. Returns how many were awaited."""
+        keys = set(revisions)
+        awaited = [self._unreceipted.pop(key) for key in keys if key in self._unreceipted]
+        for p in self._pending:
+            if (p.escalation.id, p.escalation.revision) in keys:
+                p.receipted = True  # confirmed before its PUBACK was handled
+        if keys and self._db is not None:
+            self._writer.submit(self._receipted_sync, sorted(keys), self.clock())
+        return len(awaited)
+
+    def due_resends(self, limit: int) -> list[Pending]:
+        """Delivered revisions whose receipt is overdue, oldest first; each is due again later, backing off to 10 min."""
+        now = self.clock()
+        due = sorted((u for u in self._unreceipted.values() if u.resend_at <= now), key=lambda u: u.pending.escalation.sequence)[:limit]
+        for u in due:
+            u.resends += 1
+            u.resend_at = now + min(RESEND_MAX_S, (self.receipt_timeout_s or 0.0) * 2**u.resends)
+        return [u.pending for u in due]
+
+    @property
+    def unreceipted(self) -> int:
+        """Revisions delivered to the police broker whose receipt has not come back."""
+        return len(self._unreceipted)
+
+    def oldest_unreceipted_s(self) -> float:
+        """Age of the oldest unreceipted revision (since it was delivered), 0 when there is none."""
+        if not self._unreceipted:
+            return 0.0
+        return max(0.0, self.clock() - min(u.delivered_at for u in self._unreceipted.values()))
 
     def _expire(self, pending: Pending, now: float) -> None:
         self.expired += 1
@@ -256,12 +316,18 @@ class Outbox:
 
     async def _connect(self) -> bool:
         try:
-            db, rows, top, sources = await self._run(_open_database, self.path)
+            db, rows, top, sources, unreceipted = await self._run(_open_database, self.path)
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot open {self.path}: {exc}")
             return False
         self._db = db
         self._sources |= sources
+        if self.receipt_timeout_s is not None:
+            now = self.clock()
+            for doc, delivered_at in unreceipted:
+                p = Pending(Escalation.from_json(doc), bytes(doc), delivered_at, on_disk=True, settled=True)
+                key = (p.escalation.id, p.escalation.revision)
+                self._unreceipted.setdefault(key, Unreceipted(p, delivered_at, now + self.receipt_timeout_s))
         held = {p.escalation.sequence for p in self._pending}
         loaded = [Pending(Escalation.from_json(doc), bytes(doc), at, on_disk=True, settled=True) for doc, at in rows]
         self._pending = deque(sorted([*self._pending, *(p for p in loaded if p.escalation.sequence not in held)], key=lambda p: p.escalation.sequence))
@@ -284,6 +350,13 @@ class Outbox:
             return False
         self._recovered()
         return True
+
+    def _receipted_sync(self, keys: list[tuple[str, int]], at: float) -> None:
+        try:
+            with self._db:
+                self._db.executemany("UPDATE outbox SET receipted_at = ? WHERE id = ? AND revision = ?", [(at, i, r) for i, r in keys])
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(f"cannot mark revisions receipted in {self.path}: {exc}")
 
     def _mark_sync(self, column: str, sequences: list[int], at: float) -> None:
         try:
@@ -333,20 +406,25 @@ class Outbox:
         self.health = "ok"
 
 
-def _open_database(path: Path) -> tuple[sqlite3.Connection, list[tuple[bytes, float]], int, set[str]]:
+def _open_database(path: Path) -> tuple[sqlite3.Connection, list[tuple[bytes, float]], int, set[str], list[tuple[bytes, float]]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         db.executescript(_SCHEMA)
+        if "receipted_at" not in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}:
+            db.execute("ALTER TABLE outbox ADD COLUMN receipted_at REAL")  # an outbox from before receipts
         db.isolation_level = "DEFERRED"
         rows = db.execute(
             "SELECT document, stored_at FROM outbox WHERE delivered_at IS NULL AND expired_at IS NULL ORDER BY sequence"
         ).fetchall()
         top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM outbox").fetchone()[0]
         sources = {source for (source,) in db.execute("SELECT source FROM outbox WHERE source IS NOT NULL")}
+        unreceipted = db.execute(
+            "SELECT document, delivered_at FROM outbox WHERE delivered_at IS NOT NULL AND receipted_at IS NULL ORDER BY sequence"
+        ).fetchall()
     except BaseException:
         db.close()
         raise
-    return db, rows, top, sources
+    return db, rows, top, sources, unreceipted
