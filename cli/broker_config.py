@@ -19,11 +19,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--tls-cert", type=Path, help="server certificate")
     cmd.add_argument("--tls-key", type=Path, help="server private key")
     cmd.add_argument("--tls-port", type=int, default=8883, help="TLS port (default 8883)")
+    cmd.add_argument(
+        "--rotate", action="append", default=[], metavar="ACCOUNT",
+        help="give ACCOUNT a new password (repeatable); every other account keeps the one in an existing credentials.txt",
+    )
     cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.broker_access import DURABILITY_CONF, Tls, write_broker_config
+    from edge.broker_access import DURABILITY_CONF, Tls, users_for, write_broker_config
 
     config = load_checked_site(args.site)
     tls_parts = [args.tls_ca, args.tls_cert, args.tls_key]
@@ -35,8 +39,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"guardlink broker-config: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     tls = Tls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_port) if all(tls_parts) else None
-    passwords = write_broker_config(config, args.out, bind=args.bind, port=args.port, durability=DURABILITY_CONF.read_text(), tls=tls)
-    print(f"wrote {args.out}/mosquitto.conf, passwd, acl and credentials.txt for {len(passwords)} accounts", file=sys.stderr)
-    print(f"start the broker:  mosquitto -c {args.out.resolve()}/mosquitto.conf", file=sys.stderr)
-    print(f"run the edge with: guardlink edge --config {args.site} --broker mqtt://edge:PASSWORD@HOST:{args.port}  (PASSWORD from credentials.txt)", file=sys.stderr)
+    unknown = sorted(set(args.rotate) - {u.name for u in users_for(config)})
+    if unknown:
+        print(f"guardlink broker-config: --rotate: no account {', '.join(map(repr, unknown))} for this site", file=sys.stderr)
+        return 2
+    written = write_broker_config(
+        config, args.out, bind=args.bind, port=args.port, durability=DURABILITY_CONF.read_text(), tls=tls, rotate=args.rotate
+    )
+    out = args.out.resolve()
+    kept = len(written.passwords) - len(written.created) - len(written.rotated)
+    print(
+        f"wrote {out}/mosquitto.conf, passwd, acl, credentials.txt and edge.password for {len(written.passwords)} accounts: "
+        f"{kept} kept their password, {len(written.created)} new{', ' + str(len(written.rotated)) + ' rotated' if written.rotated else ''}",
+        file=sys.stderr,
+    )
+    for warning in written.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"start the broker:  mosquitto -c {out}/mosquitto.conf", file=sys.stderr)
+    print(
+        f"run the edge with: guardlink edge --config {args.site} --broker 'mqtt://edge@HOST:{args.port}?password_file={out}/edge.password'",
+        file=sys.stderr,
+    )
     return 0

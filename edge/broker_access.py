@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import pwd
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from guardlink.siteconfig import SiteConfig
 
 BRIDGED = {"zigbee2mqtt": "zigbee2mqtt"}  # driver -> the bridge user that publishes for all its devices
 DURABILITY_CONF = Path(__file__).resolve().parent.parent / "firmware_configs" / "mosquitto" / "conf.d" / "durability.conf"
+SERVICE_USER = "mosquitto"  # Debian's mosquitto, started as root, drops to this user before it reads passwd and acl
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for its $7$ (PBKDF2-SHA512) format
 
 
@@ -116,21 +120,84 @@ def mosquitto_conf(out: Path, *, bind: str, port: int, durability: str, tls: Tls
     return "\n".join(lines) + "\n\n" + durability
 
 
-def write_broker_config(config: SiteConfig, out: Path, *, bind: str, port: int, durability: str, tls: Tls | None = None) -> dict[str, str]:
-    """Write mosquitto.conf, passwd, acl and credentials (each user's password, owner-only) into `out`."""
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What `write_broker_config` did: every account's password, and which were new."""
+
+    passwords: dict[str, str]
+    created: list[str]
+    rotated: list[str]
+    warnings: list[str]
+
+
+def write_broker_config(
+    config: SiteConfig, out: Path, *, bind: str, port: int, durability: str, tls: Tls | None = None, rotate: Iterable[str] = (),
+    service_user: str = SERVICE_USER,
+) -> Written:
+    """Write mosquitto.conf, passwd, acl, credentials.txt and edge.password into `out`. Accounts that have a password
+    in an earlier credentials.txt keep it (devices already set up keep working) unless named in `rotate`. Run as root,
+    the files mosquitto reads are made readable by its `service_user` (it drops to that user before reading them)."""
     out = out.resolve()
     (out / "data").mkdir(parents=True, exist_ok=True)
     users = users_for(config)
-    passwords = {u.name: secrets.token_urlsafe(18) for u in users}
+    earlier = read_credentials(out / "credentials.txt")
+    rotate = set(rotate)
+    passwords = {u.name: earlier[u.name] if u.name in earlier and u.name not in rotate else secrets.token_urlsafe(18) for u in users}
     (out / "acl").write_text(acl_text(config, users))
     (out / "passwd").write_text("".join(f"{name}:{password_hash(pw)}\n" for name, pw in passwords.items()))
-    (out / "passwd").chmod(0o600)
-    credentials = out / "credentials.txt"
-    credentials.unlink(missing_ok=True)
-    credentials.touch(0o600)
-    credentials.write_text(
-        "# broker accounts for site %s: give each device its own line; keep this file secret\n" % config.site.id
-        + "".join(f"{name} {pw}\n" for name, pw in passwords.items())
-    )
+    _write_secret(out / "credentials.txt",
+                  "# broker accounts for site %s: give each device its own line; keep this file secret\n" % config.site.id
+                  + "".join(f"{name} {pw}\n" for name, pw in passwords.items()))
+    _write_secret(out / "edge.password", passwords["edge"] + "\n")  # for the edge's broker URL: ?password_file=...
     (out / "mosquitto.conf").write_text(mosquitto_conf(out, bind=bind, port=port, durability=durability, tls=tls))
-    return passwords
+    warnings = _readable_by_service(out, service_user)
+    return Written(
+        passwords, created=[u.name for u in users if u.name not in earlier],
+        rotated=sorted(name for name in rotate & earlier.keys() if name in passwords), warnings=warnings,
+    )
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """`account password` lines of a credentials.txt written before (none when there is none)."""
+    if not path.exists():
+        return {}
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {fields[0]: fields[1] for fields in pairs if len(fields) == 2}
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Owner-only from the first byte: the file is created 0600 before anything is written to it."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def _readable_by_service(out: Path, user: str) -> list[str]:
+    """As root, let mosquitto's own user read passwd and acl (root:<its group>, 0640) and write its database; returns
+    what still stands in its way (a directory above `out` it cannot enter)."""
+    (out / "passwd").chmod(0o600)
+    if os.geteuid() != 0:
+        return []  # mosquitto started by this user runs as this user, who owns the files
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return []  # no such user: mosquitto keeps running as root
+    for name in ("passwd", "acl"):
+        os.chown(out / name, 0, account.pw_gid)
+        (out / name).chmod(0o640)
+    os.chown(out / "data", account.pw_uid, account.pw_gid)
+    blocked = [d for d in [out, *out.parents] if not _enterable(d, account)]
+    return [
+        f"mosquitto drops to user {user!r}, which cannot enter {d} (mode {d.stat().st_mode & 0o777:o}): choose an --out it can "
+        f"reach, such as /etc/mosquitto/guardlink, or `chmod o+x {d}`" for d in blocked[:1]
+    ]
+
+
+def _enterable(directory: Path, account: pwd.struct_passwd) -> bool:
+    st = directory.stat()
+    if st.st_uid == account.pw_uid:
+        return bool(st.st_mode & 0o100)
+    if st.st_gid == account.pw_gid:
+        return bool(st.st_mode & 0o010)
+    return bool(st.st_mode & 0o001)

@@ -34,7 +34,7 @@ def locked_broker(tmp_path: Path) -> Iterator[tuple[BrokerUrl, dict[str, str]]]:
     )
     assert result.returncode == 0, result.stderr
     passwords = dict(line.split() for line in (out / "credentials.txt").read_text().splitlines() if not line.startswith("#"))
-    assert (out / "credentials.txt").stat().st_mode & 0o077 == 0 and (out / "passwd").stat().st_mode & 0o077 == 0
+    assert (out / "credentials.txt").stat().st_mode & 0o077 == 0 and (out / "passwd").stat().st_mode & 0o007 == 0
     conf = out / "mosquitto.conf"
     if os.geteuid() == 0:  # as root mosquitto drops to its own user, which cannot read the 0600 files; keep root for the test
         conf.write_text("user root\n" + conf.read_text())
