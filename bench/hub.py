@@ -4,8 +4,9 @@
   persistent session and the raw subscriber's are registered but away; each then drains the same backlog:
   - raw: a bare paho client receives them (no parsing; paho acknowledges each at once);
   - stored: the hub's intake parses, commits (group commit) and acknowledges them, into SQLite and into PostgreSQL.
-- Latency: sites publish at a steady 200 revisions/s to a running hub (PostgreSQL); each revision's time from publish to
-  the commit that stored it (`committed_at` - the publish time carried in `issued_at`, same clock), p50/p99.
+- Latency: sites publish at a steady 200 revisions/s to a `guardlink hub` process (PostgreSQL); each revision's time from
+  publish to its receipt arriving back at the site, p50/p99. The receipt leaves after the commit, so this is an upper
+  bound of publish -> committed (it adds the receipt's way back through the broker).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -67,6 +69,7 @@ class SimulatedSite:
         self.site, self.district = site, district_id
         self.receipts: list[Receipt] = []
         self.received: set[tuple[str, int]] = set()
+        self.receipted_at: dict[tuple[str, int], float] = {}  # time.time() of each revision's first receipt
         self._lock = threading.Lock()
         self._pending: list[mqtt.MQTTMessageInfo] = []
         subscribed = threading.Event()
@@ -76,6 +79,8 @@ class SimulatedSite:
         self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.police_receipts(district_id, site), qos=1)
         self._client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self._client.on_message = self._on_receipt
+        # Nagle would hold a revision behind the previous one's TCP ACK (up to 40 ms of delayed ACK): off, as on the edge.
+        self._client.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
         if not subscribed.wait(10):
@@ -83,10 +88,13 @@ class SimulatedSite:
             raise TimeoutError(f"simulated site {site} could not subscribe to its receipts on {broker}")
 
     def _on_receipt(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        now = time.time()
         receipt = Receipt.model_validate_json(message.payload)
         with self._lock:
             self.receipts.append(receipt)
-            self.received.update((r.id, r.revision) for r in receipt.received)
+            for r in receipt.received:
+                self.received.add((r.id, r.revision))
+                self.receipted_at.setdefault((r.id, r.revision), now)
 
     def publish(self, escalation: Escalation | bytes, topic: str | None = None) -> None:
         """Publish a revision (or raw bytes) on this site's escalation topic, or on `topic`."""
@@ -110,3 +118,181 @@ class SimulatedSite:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def publish_backlog(sites: list[SimulatedSite], revisions: int, tag: str) -> None:
+    """`revisions` revisions spread over the sites (4 revisions per escalation), all acknowledged by the broker."""
+    for n in range(revisions):
+        site = sites[n % len(sites)]
+        site.publish(revision(site.site, f"{tag}-{n // (4 * len(sites))}-{site.site}", (n // len(sites)) % 4 + 1, n // len(sites) + 1))
+    for site in sites:
+        site.wait_published(timeout_s=120)
+
+
+async def _drain(intake_args: tuple, expected: int, timeout_s: float) -> float:
+    """Run an intake until it has stored `expected` new revisions; revisions/s from its subscription to its last commit."""
+    from hub.intake import Intake
+
+    config, engine, broker = intake_args
+    done = asyncio.Event()
+    intake = Intake(config, engine, broker=broker, on_commit=lambda stored: done.set() if intake.stored >= expected else None)
+    task = asyncio.create_task(intake.run())
+    try:
+        await asyncio.wait_for(intake.ready.wait(), 30)
+        if expected == 0:
+            return 0.0
+        start = time.perf_counter()
+        await asyncio.wait_for(done.wait(), timeout_s)
+        return expected / (time.perf_counter() - start)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _register(intake_args: tuple) -> None:
+    """Subscribe the hub's persistent session once, then leave: the broker queues for it from now on."""
+    await _drain(intake_args, 0, 30)
+
+
+def district_yaml(broker: BrokerUrl, database: str, sites: list[str], district_id: str = DISTRICT) -> str:
+    """A district file for a hub process: `sites` in one community, HTTP on any free port."""
+    return (
+        f"district: {{id: {district_id}, name: District {district_id}}}\n"
+        f"broker: {broker}\n"
+        f"database: {database}\n"
+        "listen: 127.0.0.1:0\n"
+        "communities:\n"
+        f"  - {{id: c1, name: One, chief: Chief, outline: [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], sites: [{', '.join(sites)}]}}\n"
+    )
+
+
+def start_hub(district_file: Path, log: Path, start: Callable[[list[str], Path], subprocess.Popen] | None = None) -> subprocess.Popen:
+    """A `guardlink hub` process, returned once its persistent session is subscribed (its log says so)."""
+    subscribed = log.read_text().count("event=intake_subscribed") if log.exists() else 0
+    args = ["hub", "--config", str(district_file)]
+    if start is None:
+        with log.open("a") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=subprocess.DEVNULL, stderr=err)
+    else:
+        proc = start(args, log)
+    deadline = time.monotonic() + 30
+    while log.read_text().count("event=intake_subscribed") <= subscribed:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the hub did not subscribe:\n{log.read_text()[-3000:]}")
+        time.sleep(0.02)
+    return proc
+
+
+def _latency(district_file: Path, log: Path, sites: list[SimulatedSite], rate: float, seconds: float) -> list[float]:
+    """Publish at a steady `rate` to a hub process; each revision's publish -> receipt time, in ms."""
+    from bench.servers import stop_process
+
+    hub = start_hub(district_file, log)
+    total = int(rate * seconds)
+    published: dict[tuple[str, int], float] = {}
+    try:
+        start = time.monotonic()
+        for n in range(total):
+            site = sites[n % len(sites)]
+            doc = revision(site.site, f"lat-{n}", 1, 10_000_000 + n)
+            published[(doc.id, 1)] = time.time()
+            site.publish(doc)
+            pause = start + (n + 1) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # pacing the publisher
+        deadline = time.monotonic() + 30
+        while sum(len(s.receipted_at) for s in sites) < total and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop_process(hub)
+    receipted = {key: at for s in sites for key, at in s.receipted_at.items()}
+    missing = [key for key in published if key not in receipted]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {total} revisions got no receipt")
+    return [(receipted[key] - at) * 1000 for key, at in published.items()]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def run(revisions: int = 10_000, sites: int = 10, rate: float = 200.0, seconds: float = 10.0) -> dict[str, object]:
+    """Raw and SQLite on one backlog, raw and PostgreSQL on the next, then latency at a steady rate into PostgreSQL."""
+    from bench.ingest import RawSubscriber
+    from bench.servers import running_mosquitto, running_postgres
+    from hub.database import make_engine, migrate
+
+    names = [f"site-{n:03d}" for n in range(sites)]
+    config = district(names)
+    with tempfile.TemporaryDirectory(prefix="guardlink-bench-hub-") as tmp:
+        tmp_path = Path(tmp)
+        with running_mosquitto(tmp_path / "broker", extra=HUB_BROKER_SETTINGS) as broker, running_postgres(tmp_path / "postgres") as postgres:
+            simulated = [SimulatedSite(broker, name) for name in names]
+            engines = {"sqlite": make_engine(f"sqlite:///{tmp_path / 'hub.db'}"), "postgres": make_engine(postgres.url)}
+            try:
+                for engine in engines.values():
+                    migrate(engine)
+                raw = RawSubscriber(broker, [topics.police_escalations(DISTRICT, "+")])
+                raw.register()
+                asyncio.run(_register((config, engines["sqlite"], broker)))
+                rates: dict[str, float] = {}
+                raw_rates = []
+                for name, engine in engines.items():
+                    print(f"{name}: backlog of {revisions} revisions from {sites} sites", file=sys.stderr, flush=True)
+                    publish_backlog(simulated, revisions, name)
+                    raw_rates.append(raw.drain(revisions, timeout_s=120))
+                    rates[name] = asyncio.run(_drain((config, engine, broker), revisions, timeout_s=300))
+                print(f"latency: {rate:.0f} revisions/s for {seconds:.0f} s into postgres (a hub process)", file=sys.stderr, flush=True)
+                district_file = tmp_path / "district.yaml"
+                district_file.write_text(district_yaml(broker, postgres.url, names))
+                latencies = _latency(district_file, tmp_path / "hub.log", simulated, rate, seconds)
+            finally:
+                for site in simulated:
+                    site.close()
+                for engine in engines.values():
+                    engine.dispose()
+    raw_per_s = statistics.median(raw_rates)
+    p99 = percentile(latencies, 99)
+    ratio = rates["postgres"] / raw_per_s
+    return {
+        "revisions": revisions,
+        "sites": sites,
+        "stored_per_s_sqlite": round(rates["sqlite"]),
+        "stored_per_s_postgres": round(rates["postgres"]),
+        "raw_per_s": round(raw_per_s),
+        "rounds_raw_per_s": [round(r) for r in raw_rates],
+        "ratio_sqlite": round(rates["sqlite"] / raw_per_s, 3),
+        "ratio_postgres": round(ratio, 3),
+        "stored_p50_ms": round(percentile(latencies, 50), 2),
+        "stored_p99_ms": round(p99, 2),
+        "latency_rate_per_s": rate,
+        "latency_revisions": len(latencies),
+        "goal_ratio_postgres": GOAL_RATIO,
+        "goal_p99_ms": GOAL_P99_MS,
+        "goal_met": ratio >= GOAL_RATIO and p99 <= GOAL_P99_MS,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `guardlink bench hub`."""
+    parser = argparse.ArgumentParser(prog="guardlink bench hub", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--revisions", type=int, default=10_000, help="revisions in each backlog (default 10000)")
+    parser.add_argument("--sites", type=int, default=10, help="simulated sites (default 10)")
+    parser.add_argument("--rate", type=float, default=200.0, help="revisions/s for the latency run (default 200)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run (default 10)")
+    args = parser.parse_args(argv)
+    result = run(args.revisions, args.sites, args.rate, args.seconds)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'revisions/s':<48}{'':>10}")
+    print(f"{'raw paho subscriber (receive only)':<48}{result['raw_per_s']:>10}   {result['rounds_raw_per_s']}")
+    print(f"{'hub intake, stored into SQLite':<48}{result['stored_per_s_sqlite']:>10}   ratio {result['ratio_sqlite']}")
+    print(f"{'hub intake, stored into PostgreSQL':<48}{result['stored_per_s_postgres']:>10}   ratio {result['ratio_postgres']}  goal >= {GOAL_RATIO}")
+    print(f"publish -> committed at {result['latency_rate_per_s']:.0f}/s (PostgreSQL): p50 {result['stored_p50_ms']} ms, "
+          f"p99 {result['stored_p99_ms']} ms  goal <= {GOAL_P99_MS}")
+    print(f"goals {'met' if result['goal_met'] else 'NOT met'}")
+    return 0

@@ -10,6 +10,7 @@ BENCHMARKS = {
     "dispatch": "nearest available guard among 100k, vs scipy cKDTree and numpy brute force",
     "ingest": "device events decoded and evaluated by the edge, vs a raw paho subscriber on the same broker",
     "vision": "camera motion core vs a reference OpenCV pipeline, whole pipeline vs decode only, two cameras vs one",
+    "hub": "escalation revisions stored by the hub into SQLite and PostgreSQL, vs a raw paho subscriber; publish -> committed p99",
 }
 
 

@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import aiomqtt
 from pydantic import ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway.connection import Client, stay_connected
+from gateway.connection import Client, Message, MqttError, stay_connected
 from gateway.police import SiteMonitor
 from guardlink import topics
 from guardlink.districtconfig import DistrictConfig
@@ -70,8 +69,10 @@ class Intake:
         clock: Callable[[], float] = time.time,
         check_every_s: float = 1.0,
         notify: asyncio.Event | None = None,
+        on_commit: Callable[[Stored], None] | None = None,
     ) -> None:
-        """`notify` is set after every commit that appended `changes` rows (it wakes the live stream)."""
+        """`notify` is set after every commit that appended `changes` rows (it wakes the live stream); `on_commit` is
+        called on the event loop with what each batch stored, right after its commit."""
         self.config = config
         self.district = config.district.id
         self.engine = engine
@@ -79,12 +80,14 @@ class Intake:
         self.clock = clock
         self.check_every_s = check_every_s
         self.notify = notify or asyncio.Event()
+        self.on_commit = on_commit or (lambda stored: None)
         self.filters = {
             "escalations": topics.police_escalations(self.district, "+"),
             "status": topics.police_site_status(self.district, "+"),
             "guards": topics.police_guards(self.district, "+"),
         }
         self.monitor = SiteMonitor(missed=config.settings.heartbeat_misses)
+        self._community = {site: community.id for community in config.communities for site in community.sites}
         self.rejection_log = RejectionLog()
         self.ready = asyncio.Event()
         self.stored = 0
@@ -138,7 +141,7 @@ class Intake:
         finally:
             self.client = None
 
-    def _committed(self, client: Client, batch: list[aiomqtt.Message], stored: Stored) -> None:
+    def _committed(self, client: Client, batch: list[Message], stored: Stored) -> None:
         """After the commit: acknowledge the batch (on the connection it came in on), send receipts."""
         if client is self.client:
             for message in batch:
@@ -147,6 +150,7 @@ class Intake:
         self.duplicates += stored.duplicates
         if stored.changes:
             self.notify.set()
+        self.on_commit(stored)
         if stored.receipts and self.client is not None:
             per_site: dict[str, list[ReceivedRevision]] = {}
             for revision in stored.receipts:
@@ -167,10 +171,10 @@ class Intake:
         try:
             await asyncio.gather(*sends)
             self.receipts_sent += sum(len(r) for r in per_site.values())
-        except aiomqtt.MqttError as exc:  # the edge resends the revision after its timeout, and gets the receipt then
+        except MqttError as exc:  # the edge resends the revision after its timeout, and gets the receipt then
             log.warning("event=receipts_not_sent sites=%d error=%r", len(per_site), str(exc))
 
-    def _item(self, message: aiomqtt.Message) -> Item | None:
+    def _item(self, message: Message) -> Item | None:
         """What a message is, or why it is refused; None for a message that needs nothing stored (a cleared retained status)."""
         now = self.clock()
         parts = message.topic.value.split("/")
@@ -178,15 +182,16 @@ class Intake:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         if len(payload) > MAX_DOCUMENT_BYTES:
             return self._reject(site, "too_large", f"{len(payload)} bytes (at most {MAX_DOCUMENT_BYTES})", now)
-        community = self.config.community_of(site)
+        community = self._community.get(site)
         if kind == "escalations":
             try:
-                escalation = Escalation.from_json(payload)
+                document = json.loads(payload)  # kept as received; parsed once
+                escalation = Escalation.model_validate(document)
             except (ValidationError, ValueError) as exc:
                 return self._reject(site, "invalid_escalation", str(exc), now)
             if escalation.site.id != site or escalation.site.district != self.district:
                 return self._reject(site, "wrong_site", f"escalation {escalation.id} says site {escalation.site.id!r} in district {escalation.site.district!r}", now)
-            return Revision(escalation, community, iso(now))
+            return Revision(escalation, community, iso(now), document)
         if kind == "guards":
             try:
                 report = GuardsReport.model_validate_json(payload)

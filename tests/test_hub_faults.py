@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from bench.hub import HUB_BROKER_SETTINGS, SimulatedSite, revision
+from bench.hub import HUB_BROKER_SETTINGS, SimulatedSite, district_yaml, revision
+from bench.hub import start_hub as bench_start_hub
 from bench.servers import running_mosquitto
 from guardlink.siteconfig import BrokerUrl
 from hub.database import make_engine
@@ -38,14 +39,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerUrl]:
 @pytest.fixture
 def district_file(tmp_path: Path, broker: BrokerUrl) -> Path:
     path = tmp_path / "district.yaml"
-    path.write_text(
-        "district: {id: bench, name: Bench district}\n"
-        f"broker: {broker}\n"
-        f"database: sqlite:///{tmp_path / 'hub.db'}\n"
-        "listen: 127.0.0.1:0\n"
-        "communities:\n"
-        "  - {id: c1, name: One, chief: Chief, outline: [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], sites: [s1, s2, s3]}\n"
-    )
+    path.write_text(district_yaml(broker, f"sqlite:///{tmp_path / 'hub.db'}", list(SITES)))
     return path
 
 
@@ -58,15 +52,8 @@ def simulated(broker: BrokerUrl) -> Iterator[list[SimulatedSite]]:
 
 
 def start_hub(spawn: Callable[..., subprocess.Popen], district_file: Path, log: Path) -> subprocess.Popen:
-    """A `guardlink hub` process, once its persistent session is subscribed."""
-    before = log.read_text() if log.exists() else ""
-    proc = spawn("hub", "--config", str(district_file), stderr_path=log)
-    deadline = time.monotonic() + 30
-    while log.read_text().count("event=intake_subscribed") <= before.count("event=intake_subscribed"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the hub did not subscribe:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
-    return proc
+    """A `guardlink hub` process (stopped after the test), once its persistent session is subscribed."""
+    return bench_start_hub(district_file, log, lambda args, log: spawn(*args, stderr_path=log))
 
 
 def stored(engine: Engine) -> int:
