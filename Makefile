@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.demo-installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: demo test install system-deps schemas clean
+.PHONY: demo test lint install system-deps schemas clean
 
 $(BIN)/python:
 	@echo "== creating the virtual environment $(VENV)"
@@ -33,6 +33,12 @@ demo: $(DEMO_STAMP)
 ## test: installs the servers tests run against (mosquitto, victoria-metrics), then runs the whole suite
 test: $(TEST_STAMP) system-deps
 	$(BIN)/python -m pytest
+
+## lint: ruff, mypy on the contract, drivers, gateway and edge, and the import layers (pyproject.toml)
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 system-deps:
 	bash .ci/system-deps
