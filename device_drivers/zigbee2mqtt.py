@@ -30,6 +30,7 @@ SENSORS = {  # state field -> (event kind, what the attribute is called on the e
     "occupancy": (EventKind.OCCUPANCY, "occupied", False),
     "water_leak": (EventKind.WATER_LEAK, "active", False),
     "smoke": (EventKind.SMOKE, "active", False),
+    "tamper": (EventKind.TAMPER, "active", False),  # reported in every state message: a condition, like smoke
 }
 
 
@@ -47,8 +48,6 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
         state = flag(doc, field)
         if state is not None:
             events.append(Event(kind, device.id, now, location=location, attrs={name: state != invert}))
-    if flag(doc, "tamper"):
-        events.append(Event(EventKind.TAMPER, device.id, now, location=location))
     battery = number(doc, "battery", 0, 100)
     linkquality = integer(doc, "linkquality", 0, 255)
     voltage = number(doc, "voltage", 0, 60_000)  # millivolts

@@ -19,7 +19,6 @@ ALARMS: dict[EventKind, tuple[IncidentKind, Severity]] = {
     EventKind.PANIC: (IncidentKind.PANIC, Severity.CRITICAL),
     EventKind.DURESS: (IncidentKind.DURESS, Severity.CRITICAL),
     EventKind.SOS: (IncidentKind.SOS, Severity.CRITICAL),
-    EventKind.TAMPER: (IncidentKind.TAMPER, Severity.WARNING),  # someone opened or pulled off a device: send a guard
     EventKind.TEST: (IncidentKind.TEST, Severity.INFO),  # reaches the police marked as a test; nobody is sent
 }
 
@@ -39,6 +38,7 @@ CONDITIONS: dict[IncidentKind, Severity] = {
     IncidentKind.LEFT_POST: Severity.WARNING,
     IncidentKind.WATER_LEAK: Severity.WARNING,
     IncidentKind.SMOKE: Severity.CRITICAL,
+    IncidentKind.TAMPER: Severity.WARNING,  # someone opened or pulled off a device: a guard goes to look, once while it lasts
     IncidentKind.CAMERA_TAMPER: Severity.WARNING,  # covered, defocused or moved: a guard goes to look
     IncidentKind.CAMERA_OFFLINE: Severity.WARNING,
 }

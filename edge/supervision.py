@@ -8,7 +8,7 @@ from guardlink.models import Event, EventKind, IncidentKind
 
 BATTERY_HYSTERESIS = 5.0  # percent above the threshold before low battery counts as cleared
 # Sensor states that are conditions: raised while the sensor says so, resolved when it stops.
-SENSOR_CONDITIONS = {EventKind.WATER_LEAK: IncidentKind.WATER_LEAK, EventKind.SMOKE: IncidentKind.SMOKE}
+SENSOR_CONDITIONS = {EventKind.WATER_LEAK: IncidentKind.WATER_LEAK, EventKind.SMOKE: IncidentKind.SMOKE, EventKind.TAMPER: IncidentKind.TAMPER}
 
 
 @dataclass(frozen=True, slots=True)

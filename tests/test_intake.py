@@ -12,6 +12,7 @@ from device_drivers import guardlink_button, guardlink_wearable, zigbee2mqtt
 from edge.intake import ALARM_PROBE_BYTES, BURST, RATE_PER_S, UNKNOWN_DEVICE, Intake
 from edge.ratelimit import TokenBucket
 from edge.replay import BOOTS_KEPT, REBOOT_SEQ_BELOW, REBOOT_SILENCE_S, WINDOW, ReplayGuard, Verdict
+from edge.rules import ALARM_EVENTS
 from edge.supervision import Supervisor
 from guardlink.models import EventKind, IncidentKind
 from guardlink.siteconfig import SiteConfig
@@ -215,6 +216,21 @@ def test_a_leak_is_raised_once_while_it_lasts_and_resolved_when_it_stops() -> No
     assert [(c.kind, c.raised, c.detail) for c in changes] == [
         (IncidentKind.WATER_LEAK, True, "water leak detected"),
         (IncidentKind.WATER_LEAK, False, "water leak cleared"),
+    ]
+
+
+def test_tamper_is_a_condition_raised_once_while_it_lasts_however_often_it_is_reported() -> None:
+    lane, supervisor = intake(), Supervisor({"btn-a": 3600.0}, missed=3, low_battery_percent=15, now=NOW)
+    changes, alarms = [], []
+    for tamper, at in ((True, 1), (True, 2), (True, 3), (False, 4), (False, 5)):
+        payload = json.dumps({"tamper": tamper, "battery": 90, "linkquality": 100}).encode()
+        for event in lane.decode("zigbee2mqtt/btn-a", payload, NOW + at):
+            changes += supervisor.heard(event)
+            alarms += [event] if event.kind in ALARM_EVENTS else []
+    assert alarms == [], "a repeated state report is no new alarm"
+    assert [(c.kind, c.raised, c.detail) for c in changes] == [
+        (IncidentKind.TAMPER, True, "tamper detected"),
+        (IncidentKind.TAMPER, False, "tamper cleared"),
     ]
 
 
