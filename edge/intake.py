@@ -11,7 +11,8 @@ What the intake drops, each counted per device (or shared topic) and reason, and
   or a resend: an older seq that was never taken is a real message and is taken;
 - alarms in retained messages (`retained_alarm`): a broker hands those out on every subscription, so they
   tell of a press in the past, never of one now;
-- a device's messages beyond its token bucket (`rate_limited`; 50 a second, bursts of 500; a shared topic
+- a device's messages beyond its token bucket (`rate_limited`; site file `intake`, by default 50 a second,
+  bursts of 500; a shared topic
   gets that per device on it). Alarms are never rate-limited: a message over the budget is still read when
   it is small enough to be a press (4 KiB), and kept when it holds one. A flooding device therefore costs
   the edge one bucket check and, for small payloads, one parse per message, and a press from any other
@@ -33,13 +34,13 @@ from edge.replay import ReplayGuard, Verdict
 from edge.rules import ALARM_EVENTS
 from gateway.connection import topic_matches
 from guardlink.models import Event
-from guardlink.siteconfig import Device, SiteConfig
+from guardlink.siteconfig import Device, IntakeLimits, SiteConfig
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_DEVICE = "(unknown)"  # one counter for every unconfigured sender, so hostile topics cannot grow the table
-RATE_PER_S = 50.0  # far above any real device (a wearable sends ~3 a second), far below a flood
-BURST = 500.0
+RATE_PER_S = IntakeLimits().rate_per_s  # far above any real device (a wearable sends ~3 a second), far below a flood
+BURST = IntakeLimits().burst
 ALARM_PROBE_BYTES = 4096  # over its budget, a message this small is still read in case it is an alarm
 
 
@@ -84,7 +85,10 @@ class Route:
 class Intake:
     """Knows which topic belongs to which configured device and decodes it with that device's driver."""
 
-    def __init__(self, config: SiteConfig, *, rate_per_s: float = RATE_PER_S, burst: float = BURST, now: float = 0.0) -> None:
+    def __init__(self, config: SiteConfig, *, rate_per_s: float | None = None, burst: float | None = None, now: float = 0.0) -> None:
+        """Limits from the site file (`intake`), unless given here."""
+        rate_per_s = config.intake.rate_per_s if rate_per_s is None else rate_per_s
+        burst = config.intake.burst if burst is None else burst
         self.rejections = Rejections()
         self.replays = ReplayGuard()
         self.messages = 0  # messages that gave events

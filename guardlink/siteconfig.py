@@ -389,6 +389,13 @@ class Supervision(_Model):
     check_every_s: float = Field(default=1.0, gt=0, description="how often silence is checked")
 
 
+class IntakeLimits(_Model):
+    """How much each device may send before the edge stops reading its messages (alarms are always read)."""
+
+    rate_per_s: float = Field(default=50.0, gt=0, le=100_000, description="messages a second per device (a wearable sends ~3, a flood thousands)")
+    burst: float = Field(default=500.0, ge=1, le=1_000_000, description="messages a device may send at once above its rate")
+
+
 class Telemetry(_Model):
     """History in InfluxDB (2.x, 3.x, 1.8+ or anything that takes its v2 write API); lossy, never in the alarm path.
 
@@ -459,6 +466,7 @@ class SiteConfig(_Model):
     cameras: list[Camera] = Field(default_factory=list)
     schedules: list[Schedule] = Field(default_factory=list, description="named shifts that arm camera rules")
     supervision: Supervision = Field(default_factory=Supervision)
+    intake: IntakeLimits = Field(default_factory=IntakeLimits)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     incidents: dict[str, IncidentNeeds] = Field(
         default_factory=dict, description="per incident kind (panic, sos, man_down, ...): guards, roles, exclude_reporter"

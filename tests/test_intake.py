@@ -256,3 +256,11 @@ def test_intake_of_anything_on_any_topic_gives_events_or_a_counted_rejection(top
     events = lane.decode(topic, payload, NOW + at, retained=retained)
     assert events or lane.rejections.total <= 1
     assert all(e.device in {d.id for d in SITE.devices} for e in events)
+
+
+def test_flood_limits_come_from_the_site_file() -> None:
+    strict = SITE.model_copy(update={"intake": SITE.intake.model_copy(update={"rate_per_s": 1.0, "burst": 2.0})})
+    lane = Intake(strict, now=NOW)
+    for _ in range(5):
+        lane.decode("zigbee2mqtt/btn-a", STATUS, NOW)
+    assert lane.rejections.counts[("btn-a", "rate_limited")] == 3
