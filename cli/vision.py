@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run capture, motion core, tracker and zone/line analytics on a video file, as fast as it decodes. "
         "Event times are positions in the video. Schedules do not apply: every rule is armed.",
     )
-    analyze.add_argument("video", type=Path, help="video file (anything ffmpeg reads)")
+    analyze.add_argument("video", help="video file (anything ffmpeg reads), or a stream: rtsp://, rtsps://, http(s):// (MJPEG)")
     analyze.add_argument(
         "--camera-config", type=Path, default=None, metavar="FILE",
         help="camera YAML (zones, lines, rules, motion ...); without it the whole frame is one zone with default intrusion and loitering",
@@ -33,16 +33,17 @@ def run_analyze(args: argparse.Namespace) -> int:
     from edge.vision.recorded import Progress, analyze_video
     from guardlink.cameraconfig import CameraSettings, load_camera
 
-    camera_id = re.sub(r"[^a-z0-9_-]+", "-", args.video.stem.lower()).strip("-_")[:63] or "camera"
+    stream = "://" in args.video  # a URL goes to the capture as it is; Path() would fold rtsp:// into rtsp:/
+    camera_id = re.sub(r"[^a-z0-9_-]+", "-", PurePosixPath(args.video.rstrip("/")).stem.lower()).strip("-_")[:63] or "camera"
     camera = load_camera(args.camera_config, camera_id) if args.camera_config else CameraSettings(id=camera_id)
-    if not args.video.is_file():
-        print(f"guardlink vision analyze: no such file {str(args.video)!r}", file=sys.stderr)
+    if not stream and not Path(args.video).is_file():
+        print(f"guardlink vision analyze: no such file {args.video!r} (streams are written rtsp://host/path)", file=sys.stderr)
         return 1
     progress = Progress()
     started = time.perf_counter()
     events = 0
     try:
-        for event in analyze_video(str(args.video), camera, progress):
+        for event in analyze_video(args.video, camera, progress):
             events += 1
             if args.json:
                 print(json.dumps(event.to_dict()), flush=True)

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from guardlink.siteconfig import ConfigError, Telemetry
 
 log = logging.getLogger(__name__)
 
+TOKEN_FILE = "GUARDLINK_INFLUX_TOKEN_FILE"
 ENVIRONMENT = {
     "url": "GUARDLINK_INFLUX_URL",
     "token": "GUARDLINK_INFLUX_TOKEN",
@@ -37,8 +39,14 @@ _CLOSE_WAIT_MS = 2000  # on shutdown, what is still buffered gets this long to r
 
 
 def settings_from_environment(configured: Telemetry | None, environ: Mapping[str, str]) -> Telemetry | None:
-    """The site file's telemetry settings with GUARDLINK_INFLUX_URL/TOKEN/ORG/BUCKET over them; None means off."""
+    """The site file's telemetry settings with GUARDLINK_INFLUX_URL/TOKEN/ORG/BUCKET over them (the token may also be
+    in a file named by GUARDLINK_INFLUX_TOKEN_FILE, e.g. a systemd credential); None means off."""
     overrides = {field: environ[name] for field, name in ENVIRONMENT.items() if environ.get(name)}
+    if environ.get(TOKEN_FILE) and "token" not in overrides:
+        try:
+            overrides["token"] = next(iter(Path(environ[TOKEN_FILE]).expanduser().read_text().splitlines()), "").strip()
+        except OSError as exc:
+            raise ConfigError([f"{TOKEN_FILE}: cannot read {environ[TOKEN_FILE]!r}: {exc.strerror}"]) from None
     if configured is None and "url" not in overrides:
         if overrides:
             log.warning("event=telemetry_off reason=%r", f"{', '.join(ENVIRONMENT[f] for f in overrides)} set but no GUARDLINK_INFLUX_URL")

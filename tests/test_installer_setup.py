@@ -94,3 +94,28 @@ def test_a_copied_site_file_says_where_templates_were_looked_for(tmp_path):
     result = subprocess.run([*GUARDLINK, "config", "validate", str(site)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 1
     assert f"looked in {tmp_path / 'templates'}, which does not exist" in result.stdout + result.stderr
+
+
+def test_the_influxdb_token_can_come_from_a_file(tmp_path):
+    from gateway.telemetry import settings_from_environment
+
+    (tmp_path / "influx.token").write_text("s3cret-token\n")
+    env = {"GUARDLINK_INFLUX_URL": "http://influx:8086", "GUARDLINK_INFLUX_TOKEN_FILE": str(tmp_path / "influx.token")}
+    assert settings_from_environment(None, env).token == "s3cret-token"
+    from guardlink.siteconfig import ConfigError
+
+    with pytest.raises(ConfigError, match="GUARDLINK_INFLUX_TOKEN_FILE: cannot read"):
+        settings_from_environment(None, env | {"GUARDLINK_INFLUX_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_the_systemd_unit_runs_a_valid_edge_command_with_no_secret_on_it():
+    from cli.main import parser
+
+    systemd = REPO / "firmware_configs" / "systemd"
+    env = dict(line.split("=", 1) for line in (systemd / "edge.env.example").read_text().splitlines() if line and not line.startswith("#"))
+    [exec_start] = [line.split("=", 1)[1] for line in (systemd / "guardlink-edge.service").read_text().splitlines() if line.startswith("ExecStart=")]
+    argv = exec_start.split()
+    assert argv[0].endswith("/guardlink")
+    args = parser().parse_args([env.get(a[2:-1], a) if a.startswith("${") else a for a in argv[1:]])
+    assert args.command == "edge" and args.broker.password_file and args.police_broker.password_file and args.broker.password is None
+    assert "password=" not in exec_start and "TOKEN=" not in (systemd / "edge.env.example").read_text().replace("#", "")
