@@ -115,3 +115,9 @@ def test_ctrl_c_on_make_demo_is_no_make_error(tmp_path: Path):
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert "make: ***" not in out and "Traceback" not in out, out
+
+
+def test_vision_analyze_takes_a_stream_url_as_it_is():
+    url = f"rtsp://127.0.0.1:{free_tcp_port()}/stream1"
+    result = run("vision", "analyze", url, timeout=60)
+    assert result.returncode == 1 and "no such file" not in result.stderr and f"could not read '{url}'" in result.stderr, result.stderr
