@@ -166,12 +166,15 @@ class Client:
             await self._loop.run_in_executor(None, self._paho.connect, self.broker.host, self.broker.port, self.keepalive)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise MqttError(f"cannot connect to {self.broker}: {exc}") from None
+        except asyncio.CancelledError:
+            self._close()
+            raise
         try:
             await asyncio.wait_for(asyncio.shield(self._connack), CONNECT_TIMEOUT_S)
         except TimeoutError:
             self._close()
             raise MqttError(f"no answer (CONNACK) from {self.broker} within {CONNECT_TIMEOUT_S:.0f} s") from None
-        except MqttError:
+        except (MqttError, asyncio.CancelledError):
             self._close()
             raise
         self.connected_at = time.monotonic()
@@ -269,7 +272,8 @@ class Client:
         fd = sock.fileno()
 
         def watch() -> None:
-            if self.lost is not None:
+            if self.lost is not None:  # given up (cancelled, timed out) while connect() ran in its thread
+                sock.close()
                 return
             self._fd = fd
             self._loop.add_reader(fd, self._readable)
