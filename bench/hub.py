@@ -31,13 +31,11 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.ids import uuid7
 from guardlink.models import Escalation, EscalationStatus, Incident, IncidentKind, Location, Receipt, Severity, SiteRef, iso
 from guardlink.siteconfig import BrokerUrl
+from hub.broker_access import HUB_BROKER_SETTINGS  # the acknowledgement window the hub needs, as broker-config writes it
 
 DISTRICT = "bench"
 GOAL_RATIO = 0.3
 GOAL_P99_MS = 20.0
-# mosquitto sends a client at most 20 unacknowledged QoS 1 messages by default; an intake that acknowledges after its
-# commit needs a deeper window to commit in groups (firmware_configs/mosquitto/district.conf sets the same).
-HUB_BROKER_SETTINGS = "max_inflight_messages 1000\nmax_queued_messages 0\n"
 
 
 def district(sites: list[str], district_id: str = DISTRICT, **settings: object) -> DistrictConfig:
