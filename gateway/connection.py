@@ -143,8 +143,8 @@ class Client:
         self._paho.on_socket_close = self._on_socket_close
         self._paho.on_socket_register_write = self._on_socket_register_write
         self._paho.on_socket_unregister_write = self._on_socket_unregister_write
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connack: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()  # a Client is made and used on one running loop
+        self._connack: asyncio.Future[None] = self._loop.create_future()
         self._misc: asyncio.Task[None] | None = None
         self._fd: int | None = None
         self._packets = 0  # packets handled, to tell a read that made progress
@@ -159,8 +159,6 @@ class Client:
     # -- connecting ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._loop = asyncio.get_running_loop()
-        self._connack = self._loop.create_future()
         try:
             # connect() blocks (TCP connect, TLS handshake): off the loop, as paho's external-loop mode allows.
             await self._loop.run_in_executor(None, self._paho.connect, self.broker.host, self.broker.port, self.keepalive)
@@ -217,7 +215,7 @@ class Client:
         """Subscribe; MqttError if the broker refuses (its ACL) or the connection breaks."""
         self._usable()
         rc, mid = self._paho.subscribe(topic_filter, qos)
-        if rc != mqtt.MQTT_ERR_SUCCESS:
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise MqttError(f"subscribe to {topic_filter!r} on {self.broker} failed: {mqtt.error_string(rc)}")
         done = self._subscribing[mid] = self._loop.create_future()
         codes = await done
@@ -268,7 +266,7 @@ class Client:
 
     # -- paho's callbacks, all on the loop except the socket opening (connect runs in a thread) ---
 
-    def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:  # noqa: ANN401
+    def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         fd = sock.fileno()
 
         def watch() -> None:
@@ -281,20 +279,20 @@ class Client:
 
         self._loop.call_soon_threadsafe(watch)
 
-    def _on_socket_close(self, client: mqtt.Client, userdata: object, sock: Any) -> None:  # noqa: ANN401
+    def _on_socket_close(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         if self._fd is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
             self._fd = None
 
-    def _on_socket_register_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:  # noqa: ANN401
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         fd = sock.fileno()
         if _running_loop() is self._loop:
             self._loop.add_writer(fd, self._writable)
         else:  # the CONNECT, queued by connect() in its thread
             self._loop.call_soon_threadsafe(lambda: self._fd == fd and self._loop.add_writer(fd, self._writable))
 
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:  # noqa: ANN401
+    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         self._loop.remove_writer(sock.fileno())
 
     def _readable(self) -> None:
@@ -312,10 +310,10 @@ class Client:
         self._paho.loop_write()
 
     async def _keepalive(self) -> None:
-        while self._paho.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+        while self._paho.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110 - paho's keepalive wants a call every second
             await asyncio.sleep(1)
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:  # noqa: ANN401
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         self._packets += 1
         if self._connack.done():
             return
@@ -325,7 +323,7 @@ class Client:
         else:
             self._connack.set_result(None)
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:  # noqa: ANN401
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         if self.lost is None and self.connected_at is not None and not self._closing:
             self.lost = MqttError(f"connection to {self.broker} lost: {reason}")
             self.dropped_at = time.monotonic()
@@ -337,9 +335,10 @@ class Client:
         """Fail whatever waits on this connection."""
         if self.lost is None:
             self.lost = error
-        for pending in (*self._publishing.values(), *self._subscribing.values()):
-            if not pending.done():
-                pending.set_exception(error)
+        pending: list[asyncio.Future[Any]] = [*self._publishing.values(), *self._subscribing.values()]
+        for waiting in pending:
+            if not waiting.done():
+                waiting.set_exception(error)
         self._publishing.clear()
         self._subscribing.clear()
         if self._waiter is not None and not self._waiter.done():
@@ -347,7 +346,7 @@ class Client:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         self._packets += 1
-        received = Message(Topic(message.topic), message.payload, message.qos, bool(message.retain), message.mid, bool(message.dup))
+        received = Message(Topic(message.topic), bytes(message.payload), message.qos, bool(message.retain), message.mid, bool(message.dup))
         if self.manual_ack and received.qos > 0:
             self._unacked.append(received)
             self._awaiting[received.mid] = received

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SCHOOL, running_edge, wait_until
 from test_telemetry_metrics import scrape, value, with_metrics
 
 from bench.scenes import Scene, Walker
@@ -21,6 +20,8 @@ from edge.vision.process import CameraProcess
 from gateway.connection import threaded_client
 from guardlink.cameraconfig import CameraSettings
 from guardlink.siteconfig import BrokerUrl, load_site
+
+from conftest import SCHOOL, running_edge, wait_until
 
 
 def _clip(path: Path) -> Path:
@@ -43,7 +44,7 @@ async def test_camera_workers_and_their_ffmpeg_run_below_alarm_handling(tmp_path
     try:
         await wait_until(lambda: any(e.kind is CameraEventKind.ONLINE for e in events), 30, "the camera's first frame")
         worker = process._process.pid
-        ffmpeg = [p for p in _descendants(worker) if Path(f"/proc/{p}/comm").read_text().strip() == "ffmpeg"]
+        ffmpeg = await asyncio.to_thread(lambda: [p for p in _descendants(worker) if Path(f"/proc/{p}/comm").read_text().strip() == "ffmpeg"])
         assert ffmpeg, "the worker's ffmpeg"
         for pid in (worker, *ffmpeg):
             assert os.sched_getscheduler(pid) == os.SCHED_IDLE or os.getpriority(os.PRIO_PROCESS, pid) >= 19, pid
@@ -56,11 +57,13 @@ async def test_camera_workers_and_their_ffmpeg_run_below_alarm_handling(tmp_path
 async def test_an_mqtt_camera_signs_in_with_the_site_brokers_password_kept_off_its_command_line(tmp_path: Path) -> None:
     passwords = tmp_path / "passwords"
     passwords.write_text("")
-    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "edge", "cam-s3cret"], check=True, capture_output=True)
+    await asyncio.to_thread(subprocess.run, ["mosquitto_passwd", "-b", str(passwords), "edge", "cam-s3cret"], check=True, capture_output=True)
     with running_mosquitto(tmp_path / "broker", extra=f"allow_anonymous false\npassword_file {passwords}\n") as plain:
         broker = BrokerUrl(host=plain.host, port=plain.port, username="edge", password="cam-s3cret")
         jpeg = tmp_path / "frame.jpg"
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x180", "-frames:v", "1", str(jpeg)], check=True)
+        await asyncio.to_thread(
+            subprocess.run, ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x180", "-frames:v", "1", str(jpeg)], check=True
+        )
         publisher = threaded_client(broker)
         publisher.connect(broker.host, broker.port)
         publisher.loop_start()
@@ -78,7 +81,7 @@ async def test_an_mqtt_camera_signs_in_with_the_site_brokers_password_kept_off_i
         task = asyncio.create_task(process.run())
         try:
             await wait_until(lambda: any(e.kind is CameraEventKind.ONLINE for e in events), 30, "frames through the locked broker")
-            assert b"cam-s3cret" not in Path(f"/proc/{process._process.pid}/cmdline").read_bytes()
+            assert b"cam-s3cret" not in await asyncio.to_thread(Path(f"/proc/{process._process.pid}/cmdline").read_bytes)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

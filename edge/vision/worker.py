@@ -31,7 +31,7 @@ from typing import Any
 
 import cv2
 
-from edge.vision.capture import FrameSource, SourceError, open_source
+from edge.vision.capture import FfmpegSource, FrameSource, SourceError, open_source
 from edge.vision.events import CameraEvent, CameraEventKind
 from edge.vision.evidence import RING_SLACK_S, EvidenceWriter, FrameRing
 from edge.vision.frameslot import LatestFrame
@@ -187,7 +187,7 @@ class CameraWorker:
     def _cpu_seconds(self) -> float:
         """CPU time of this worker and of its capture's ffmpeg, if it has one."""
         source = self._source
-        return time.process_time() + (source.cpu_seconds() if hasattr(source, "cpu_seconds") else 0.0)
+        return time.process_time() + (source.cpu_seconds() if isinstance(source, FfmpegSource) else 0.0)
 
 
 def yield_to_alarms() -> str:
