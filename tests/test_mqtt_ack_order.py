@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from conftest import running_edge, wait_until
 from device_drivers import guardlink_wearable
 from gateway.connection import Client
 from guardlink import topics
 from guardlink.siteconfig import BrokerUrl, parse_site
+
+from conftest import running_edge, wait_until
 
 SITE = """
 site: {id: ack-site, name: Ack order, district: d1, location: {lat: 40.8421, lon: 111.7512}}

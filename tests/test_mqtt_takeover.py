@@ -8,9 +8,10 @@ import logging
 
 import pytest
 
-from conftest import wait_until
 from gateway.connection import Client, stay_connected
 from guardlink.siteconfig import BrokerUrl
+
+from conftest import wait_until
 
 
 async def _hold(client: Client) -> None:

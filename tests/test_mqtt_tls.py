@@ -22,6 +22,7 @@ from device_drivers import guardlink_wearable
 from gateway.connection import Client, MqttError
 from guardlink import topics
 from guardlink.siteconfig import BrokerUrl, parse_site
+
 from conftest import running_edge
 
 SITE = """
