@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiomqtt
+from gateway.connection import Client, MqttError
 
 log = logging.getLogger(__name__)
 
 
-async def say_offline(client: aiomqtt.Client, topic: str, payload: bytes, timeout_s: float = 2.0) -> None:
+async def say_offline(client: Client, topic: str, payload: bytes, timeout_s: float = 2.0) -> None:
     """Publish the retained offline status before disconnecting; a broker already gone is logged, not raised."""
     try:
         await asyncio.wait_for(client.publish(topic, payload, qos=1, retain=True), timeout_s)
         log.info("event=offline_published topic=%s", topic)
-    except (aiomqtt.MqttError, TimeoutError) as exc:
+    except (MqttError, TimeoutError) as exc:
         log.warning("event=offline_not_published topic=%s error=%r", topic, str(exc) or type(exc).__name__)
