@@ -19,6 +19,7 @@ from device_drivers.payload import PayloadError, json_object
 from device_drivers.registry import driver
 from edge.device_state import DeviceStates
 from edge.dispatch import Dispatcher, Step, command_answer
+from edge.evidence_plan import alarm_cameras
 from edge.guards import GuardBoard
 from edge.homeassistant import discovery, guard_state, incidents_state
 from edge.intake import Intake
@@ -273,6 +274,8 @@ class EdgeNode:
             self.redeliveries_skipped += 1
             event = alarms[0][0]
             self.intake.rejections.record(event.device, "replayed_seq", f"copy of a stored alarm ({source})", now)
+            if source.startswith(_DEVICE_SOURCE):
+                self._spawn(self._confirm_to_device(source, stored_first=True))  # its first confirmation may have been lost
             alarms = []
         if not steps and not alarms:
             ack()
@@ -304,6 +307,15 @@ class EdgeNode:
         if alarm.attrs.get("boot") is not None and "seq" in alarm.attrs:
             return f"{_DEVICE_SOURCE}{alarm.device}@{alarm.attrs['boot']}#{alarm.attrs['seq']}"
         return f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}"
+
+    async def _confirm_to_device(self, source: str, *, stored_first: bool = False) -> None:
+        """Tell native firmware its alarm is stored, so it stops resending it (`source` is `device:<id>@<boot>#<seq>`)."""
+        if stored_first:
+            await self.outbox.flush()  # a copy's original may still be on its way to the disk
+        device, _, rest = source.removeprefix(_DEVICE_SOURCE).rpartition("@")
+        boot, _, seq = rest.partition("#")
+        confirmation = json.dumps({"seq": int(seq), "boot": int(boot)}).encode()
+        await self._publish_site(topics.native_device_ack(self.config.site.id, device), confirmation)
 
     async def _contained(self, work: Coroutine[Any, Any, None], origin: str, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         """Run what a message still has to do; a failure sets the message aside instead of ending the edge."""
@@ -439,10 +451,14 @@ class EdgeNode:
         await asyncio.gather(*(self.outbox.append(step.escalation, source) for step in steps))
         if ack:
             ack()  # only now may the broker forget the message
+        if source is not None and source.startswith(_DEVICE_SOURCE):
+            await self._confirm_to_device(source)
         for step in steps:
             escalation = step.escalation
             if escalation.revision == 1:
                 self.incidents += 1
+            for camera in alarm_cameras(escalation, self.config.cameras):  # the video of before the alarm, from each camera on its zone
+                self.cameras[camera].request_evidence(escalation.id, escalation.incident.detected_at.timestamp(), None)
             log.info(
                 "event=escalation id=%s revision=%d kind=%s device=%s status=%s guards=%s",
                 escalation.id, escalation.revision, escalation.incident.kind.value, escalation.incident.device, escalation.status.value,

@@ -70,6 +70,11 @@ def native_device_uplink(site: str, device: str) -> str:
     return f"{ROOT}/{site}/dev/{device}/up"
 
 
+def native_device_ack(site: str, device: str) -> str:
+    """Where the edge confirms to native firmware that it stored an alarm (`{"seq", "boot"}`): until then the device resends it."""
+    return f"{ROOT}/{site}/dev/{device}/ack"
+
+
 def police_escalations(district: str, site: str) -> str:
     """The police stream of one site's escalations (QoS 1)."""
     return f"{ROOT}/police/{district}/{site}/escalations"

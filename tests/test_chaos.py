@@ -7,6 +7,7 @@ Each run is seeded; a failure names its seed. `GUARDLINK_CHAOS_SEEDS=N` runs see
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -34,6 +35,7 @@ WEARABLES = ("wear-li", "wear-zhang", "wear-wang")
 PRESSES = int(os.environ.get("GUARDLINK_CHAOS_PRESSES", "300"))  # in all, at RATE_PER_S
 RATE_PER_S = 50.0
 BOOT = 7
+RESEND_S = 2.0  # the firmware resends an alarm the edge has not confirmed after this long
 SEEDS = range(1, int(os.environ.get("GUARDLINK_CHAOS_SEEDS", "2")) + 1)
 
 
@@ -65,25 +67,47 @@ class Restartable:
 
 
 class Wearable:
-    """A wearable pressing SOS at QoS 1 with a fixed boot and a rising seq; paho resends what the broker did not acknowledge."""
+    """A wearable as the native firmware behaves: SOS at QoS 1 with a fixed boot and a rising seq, each resent every
+    RESEND_S until the edge confirms it stored it (a broker killed right after its PUBACK may have lost it)."""
 
     def __init__(self, broker: BrokerUrl, device: str) -> None:
         self.topic = topics.native_device_uplink(SITE, device)
+        self.ack_topic = topics.native_device_ack(SITE, device)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"chaos-{device}", clean_session=False)
         self.client.reconnect_delay_set(0.05, 0.5)
+        self.client.on_connect = lambda client, userdata, flags, reason, properties: client.subscribe(self.ack_topic, qos=1)
+        self.client.on_message = self._confirmed
         self.client.connect_async(broker.host, broker.port)
         self.client.loop_start()
         self.seq = 0
-        self.sent: set[int] = set()
-        self.acknowledged: set[int] = set()
-        self.client.on_publish = lambda client, userdata, mid, reason, properties: self.acknowledged.add(mid)
+        self.unconfirmed: dict[int, float] = {}  # seq -> when to resend
+        self.lock = threading.Lock()
+
+    def _confirmed(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        doc = json.loads(message.payload)
+        if doc.get("boot") == BOOT:
+            with self.lock:
+                self.unconfirmed.pop(doc["seq"], None)
 
     def press(self) -> None:
-        self.sent.add(self.client.publish(self.topic, guardlink_wearable.sos_payload(self.seq, boot=BOOT), qos=1).mid)
+        with self.lock:
+            self.unconfirmed[self.seq] = time.monotonic() + RESEND_S
+        self.client.publish(self.topic, guardlink_wearable.sos_payload(self.seq, boot=BOOT), qos=1)
         self.seq += 1
 
-    def all_acknowledged(self) -> bool:
-        return self.sent <= self.acknowledged
+    def resend_due(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [seq for seq, at in self.unconfirmed.items() if at <= now]
+            for seq in due:
+                self.unconfirmed[seq] = now + RESEND_S
+        for seq in due:
+            self.client.publish(self.topic, guardlink_wearable.sos_payload(seq, boot=BOOT), qos=1)
+
+    def all_confirmed(self) -> bool:
+        self.resend_due()
+        with self.lock:
+            return not self.unconfirmed
 
     def close(self) -> None:
         self.client.disconnect()
@@ -149,9 +173,10 @@ def test_every_press_reaches_the_police_exactly_once_through_random_kills(tmp_pa
         for n in range(PRESSES):
             time.sleep(max(0.0, started + n / RATE_PER_S - time.monotonic()))
             wearables[n % len(wearables)].press()
+            wearables[n % len(wearables)].resend_due()
         for timer in chaos:
             timer.join()
-        wait_for(lambda: all(w.all_acknowledged() for w in wearables), 60, "the site broker to take every press")
+        wait_for(lambda: all([w.all_confirmed() for w in wearables]), 90, "the edge to confirm every press to its wearable")
         expected = {(w.topic.split("/")[-2], seq) for w in wearables for seq in range(w.seq)}
         wait_for(lambda: expected <= set(press_ids(consumer)), 90, "every press at the police")
         time.sleep(1.0)  # a duplicate escalation would come right behind the last press
