@@ -274,6 +274,12 @@ class _NodeState:
         monitor, node = self.monitor, self.monitor.node
         yield GaugeMetricFamily("guardlink_outbox_backlog", "Escalation revisions stored, not yet acknowledged by the police broker", value=node.outbox.backlog)
         yield GaugeMetricFamily("guardlink_outbox_ok", "1 while the outbox database takes writes", value=float(node.outbox.ok))
+        yield GaugeMetricFamily("guardlink_unreceipted", "Revisions delivered to the police broker whose command-centre receipt has not come back", value=node.outbox.unreceipted)
+        yield GaugeMetricFamily("guardlink_oldest_unreceipted_seconds", "Age of the oldest unreceipted revision", value=node.outbox.oldest_unreceipted_s())
+        set_aside = CounterMetricFamily("guardlink_messages_set_aside", "Messages that failed in processing, set aside and acknowledged, by origin", labels=["origin"])
+        for origin, count in sorted(node.set_aside.items()):
+            set_aside.add_metric([origin], count)
+        yield set_aside
         yield CounterMetricFamily("guardlink_escalation_revisions_expired", "Non-critical revisions dropped undelivered after 24 h", value=node.outbox.expired)
         yield GaugeMetricFamily("guardlink_site_broker_connected", "1 while connected to the site broker", value=float(node.site_connected))
         yield GaugeMetricFamily("guardlink_police_broker_connected", "1 while connected to the police broker", value=float(node.uplink.connected))

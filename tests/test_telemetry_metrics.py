@@ -68,11 +68,25 @@ async def test_a_press_moves_the_counters_and_histograms_on_metrics(school, mosq
         assert moved("guardlink_escalation_latency_seconds_bucket", stage=stage, le="+Inf") >= 1
         assert value(after, "guardlink_escalation_latency_seconds_sum", stage=stage) < 5
     assert value(after, "guardlink_outbox_backlog") == 0 and value(after, "guardlink_outbox_ok") == 1
+    assert value(after, "guardlink_unreceipted") >= 1, "no command centre confirmed it in this test"
     assert value(after, "guardlink_site_broker_connected") == 1 and value(after, "guardlink_police_broker_connected") == 1
     assert value(after, "guardlink_device_battery_percent", device="btn-gate") == 64
     assert value(after, "guardlink_device_linkquality", device="btn-gate") == 99
     assert value(after, "guardlink_device_online", device="btn-hall") == 1
     assert value(after, "guardlink_device_last_seen_timestamp_seconds", device="btn-gate") > value(before, "guardlink_device_last_seen_timestamp_seconds", device="btn-gate")
+
+
+async def test_a_message_set_aside_is_counted_on_metrics(school, mosquitto, tmp_path):
+    def broken_driver(payload, devices, now):  # noqa: ANN001, ANN202
+        raise RuntimeError("driver defect")
+
+    async with running_edge(with_metrics(school), mosquitto, mosquitto, tmp_path / "outbox.db") as node:
+        node.intake.routes["zigbee2mqtt/btn-gate"].decode = broken_driver
+        with SiteSimulator(school, mosquitto) as sim:
+            await asyncio.to_thread(sim.press, "btn-gate", "single")
+            await wait_until(lambda: node.set_aside["site"] == 1, what="the message set aside")
+        samples = await scrape(node.monitor.endpoint.url)
+    assert value(samples, "guardlink_messages_set_aside_total", origin="site") == 1
 
 
 async def test_camera_stats_show_as_gauges_and_dropped_frames_keep_counting_across_a_pipeline_restart(school, mosquitto, tmp_path):
