@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from cli import broker_url, listen_address, load_checked_site
 from gateway.lock import InUse
+from guardlink.alarmcentre import KeyUnavailable
 from guardlink.siteconfig import BrokerUrl, Metrics, SiteConfig
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(_until_stopped(node))
-    except InUse as exc:
+    except (InUse, KeyUnavailable) as exc:
         print(f"guardlink edge: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,8 @@
-"""The edge node runtime: one asyncio loop that reads the site broker, dispatches guards and informs the police."""
+"""The edge node runtime: one asyncio loop that reads the site broker, dispatches guards and informs the police.
+
+What each input means is decided by the router (edge/routing.py) as a plan; this module carries plans out: it
+stores, acknowledges, publishes and keeps one bad message from taking the rest down.
+"""
 
 from __future__ import annotations
 
@@ -13,52 +17,21 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from device_drivers.payload import PayloadError, json_object
-from device_drivers.registry import driver
-from edge.device_state import DeviceStates
-from edge.dispatch import Dispatcher, Step, command_answer
+from edge.dispatch import Step, command_answer
 from edge.evidence_plan import alarm_cameras
-from edge.guards import GuardBoard
 from edge.homeassistant import discovery, guard_state, incidents_state
-from edge.intake import Intake
 from edge.monitor import SiteMonitor
-from edge.rules import (
-    ALARM_EVENTS,
-    CAMERA_CONDITIONS,
-    CONDITIONS,
-    camera_incident,
-    condition_incident,
-    incident_for,
-)
-from edge.supervision import Change, Supervisor
-from edge.vision.events import CameraEvent, CameraEventKind
+from edge.routing import DEVICE_SOURCE, Inbound, Plan, Router, device_confirmation
+from edge.vision.events import CameraEvent
 from edge.vision.process import CameraProcess
-from edge.wearables import WearableWatch
-from gateway.connection import Client, Message, MqttError, Will, stay_connected, topic_matches
+from gateway.connection import Client, Message, MqttError, Will, stay_connected
+from gateway.dc09_transmitter import AlarmCentres
+from gateway.evidence_upload import evidence_uploader
 from gateway.farewell import say_offline
 from gateway.outbox import Outbox
 from gateway.uplink import PoliceUplink
 from guardlink import topics
-from guardlink.models import (
-    Answer,
-    Escalation,
-    Event,
-    EventKind,
-    Evidence,
-    GuardReport,
-    GuardsReport,
-    GuardState,
-    Incident,
-    IncidentKind,
-    Location,
-    PoliceCommand,
-    PreAlarm,
-    Reply,
-    Severity,
-    iso,
-)
+from guardlink.models import Escalation, Evidence, GuardReport, GuardsReport, GuardState, Location, iso
 from guardlink.siteconfig import BrokerUrl, SiteConfig
 
 log = logging.getLogger(__name__)
@@ -136,6 +109,8 @@ class EdgeNode:
             for camera in config.cameras
         }
         self._camera_quiet_until: dict[tuple[str, str, str | None], float] = {}  # (camera, kind, zone or line): cooldown
+        self.alarm_centres = AlarmCentres(config, self.outbox, clock=clock)  # SIA DC-09 receivers, each with its cursor in the outbox
+        self.uploads = evidence_uploader(config.upload, outbox_path)  # evidence files to the hub, when the site file says where
         self.monitor = SiteMonitor(self)  # /metrics and telemetry; last, as it reads the parts above
 
     def status(self) -> dict[str, object]:
@@ -162,12 +137,16 @@ class EdgeNode:
             site.id, len(self.config.devices), len(self.config.guards), self.site_broker, self.uplink.broker, self.outbox.path,
         )
         await self.outbox.open()
+        await self.alarm_centres.open()  # before anything new is stored: a new centre starts after what is there now
         await self._resume()
         will = Will(self._status_topic, _status("offline"), qos=1, retain=True)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.uplink.run())
                 tasks.create_task(self.monitor.run())
+                if self.uploads is not None:
+                    tasks.create_task(self.uploads.run())
+                tasks.create_task(self.alarm_centres.run())
                 tasks.create_task(self._tick())
                 for camera in self.cameras.values():
                     tasks.create_task(camera.run())
@@ -544,6 +523,8 @@ class EdgeNode:
             log.warning("event=evidence_after_close escalation=%s kind=%s path=%s", escalation_id, evidence.kind, evidence.path)
             return
         self._spawn(self._carry_out([step]))
+        if self.uploads is not None:
+            self.uploads.submit(escalation_id, evidence)
 
     def _man_down(self, device: str, detail: str, now: float) -> Incident:
         wearer = self.board.wearer(device)

@@ -116,6 +116,7 @@ class Outbox:
         self._next_sequence = 1
         self._sources: set[str] = set()  # the device messages every stored revision came from, to recognise copies
         self._lock = ProcessLock(self.path)
+        self._watchers: list[asyncio.Event] = []  # further readers of what is stored (alarm centres), woken like the uplink
 
     async def open(self) -> None:
         """Open (or create) the database and load what was not yet delivered; never raises for a bad disk, raises
@@ -130,6 +131,25 @@ class Outbox:
         if self._db is None:
             return []
         rows = await self._run(self._latest_sync, since)
+        return [Escalation.from_json(doc) for (doc,) in rows]
+
+    def watch(self) -> asyncio.Event:
+        """An event set whenever revisions are stored, for a reader of its own (clear it before reading)."""
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
+
+    @property
+    def last_sequence(self) -> int:
+        """The highest sequence number handed out so far (0 for a new outbox)."""
+        return self._next_sequence - 1
+
+    async def stored_after(self, sequence: int, limit: int) -> list[Escalation]:
+        """Stored revisions with a sequence above `sequence`, oldest first, delivered or not (for readers with a cursor)."""
+        if self._db is None:
+            return []
+        rows = await self._run(lambda: self._db.execute(
+            "SELECT document FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit)).fetchall())
         return [Escalation.from_json(doc) for (doc,) in rows]
 
     async def prune(self, delivered_before: float) -> int:
@@ -229,6 +249,8 @@ class Outbox:
                 p.on_disk = ok
                 p.settled = True
             self.changed.set()  # wake the uplink first: the police hear before anything else is done
+            for watcher in self._watchers:
+                watcher.set()
             for p in unsettled:
                 p.settled_at = settled_at
                 if p.written is not None and not p.written.done():

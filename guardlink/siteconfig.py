@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from guardlink.alarmcentre import AlarmCentre
 from guardlink.cameraconfig import CameraSettings, camera_references
 from guardlink.geo import LatLon
 from guardlink.models import IncidentKind
@@ -36,7 +37,6 @@ from guardlink.yamlconfig import (
     read_text,
     validation_errors,
 )
-
 
 
 class BrokerUrl(BaseModel):
@@ -454,6 +454,42 @@ class HomeAssistant(_Model):
     prefix: str = Field(default="homeassistant", min_length=1, description="HA's discovery prefix")
 
 
+class EvidenceUpload(_Model):
+    """Evidence files (snapshots, clips) uploaded to the district command centre's hub; off when absent.
+
+    The hub knows the edge by a `site` account's API token (`guardlink hub user add NAME --role site --site SITE`,
+    then `guardlink hub user token NAME`). The token is read from `token_file` (first line), else from the
+    environment variable `token_env`: it never goes in the site file nor on a command line.
+    """
+
+    url: str = Field(description="the hub's base URL, e.g. https://hub.xincheng.example:8080")
+    token_file: str | None = Field(default=None, description="file whose first line is the site account's API token")
+    token_env: str = Field(default="GUARDLINK_HUB_TOKEN", min_length=1, description="environment variable holding the token when there is no token_file")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"hub URL {url!r} must be http(s)://host:port, e.g. http://127.0.0.1:8080")
+        return url.rstrip("/")
+
+    def token(self) -> str:
+        """The site account's API token, read now; ValueError saying where it was looked for."""
+        if self.token_file is not None:
+            try:
+                lines = Path(self.token_file).expanduser().read_text().splitlines()
+            except OSError as exc:
+                raise ValueError(f"upload: cannot read token_file {self.token_file!r}: {exc.strerror}") from None
+            if lines and lines[0].strip():
+                return lines[0].strip()
+            raise ValueError(f"upload: token_file {self.token_file!r} is empty; put the site account's token on its first line")
+        token = os.environ.get(self.token_env, "").strip()
+        if not token:
+            raise ValueError(f"upload: environment variable {self.token_env} is not set; set it to the site account's token, or set token_file")
+        return token
+
+
 class SiteConfig(_Model):
     """One site: its devices, zones, guards, site broker and police uplink."""
 
@@ -475,6 +511,8 @@ class SiteConfig(_Model):
     telemetry: Telemetry | None = Field(default=None, description="InfluxDB for history; off when absent")
     metrics: Metrics = Field(default_factory=Metrics)
     home_assistant: HomeAssistant | None = Field(default=None, description="publish Home Assistant discovery; off when absent")
+    upload: EvidenceUpload | None = Field(default=None, description="upload evidence files to the command centre's hub; off when absent")
+    alarm_centres: list[AlarmCentre] = Field(default_factory=list, description="alarm receiving centres that get alarms and restores over SIA DC-09")
     outbox: str | None = Field(
         default=None, description="outbox database path; default $XDG_STATE_HOME/guardlink/<site>/outbox.db"
     )
@@ -602,7 +640,7 @@ def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | Non
 
     zones = [z for _, e in entries("zones") if (z := text(e, "id"))]
     device_ids = {d for _, e in entries("devices") if (d := text(e, "id"))}
-    for kind in ("zone", "device", "guard", "camera", "schedule"):
+    for kind in ("zone", "device", "guard", "camera", "schedule", "alarm_centre"):
         seen: set[str] = set()
         for i, entry in entries(f"{kind}s"):
             if (ident := text(entry, "id")) in seen:
@@ -630,6 +668,12 @@ def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | Non
         if not text(camera, "source"):
             yield ("cameras", i), f"camera {ident!r} has no source (rtsp://..., http://... MJPEG, mqtt:<topic> or a video file)"
         yield from ((("cameras", i, *loc), message) for loc, message in camera_references(camera, zones, schedules))
+    cameras = {c for _, e in entries("cameras") if (c := text(e, "id"))}
+    for i, centre in entries("alarm_centres"):
+        zones_of = centre.get("zones")
+        for name in zones_of if isinstance(zones_of, dict) else ():
+            if name not in device_ids | cameras:
+                yield ("alarm_centres", i, "zones", name), f"alarm centre {text(centre, 'id')!r} numbers {name!r}, which is neither a device nor a camera"
     incidents = data.get("incidents")
     for kind in incidents if isinstance(incidents, dict) else ():
         if kind not in IncidentKind.__members__.values():

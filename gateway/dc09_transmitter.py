@@ -1,0 +1,308 @@
+"""The SIA DC-09 transmitter: alarms and restores from the outbox to alarm receiving centres, acknowledged, supervised.
+
+Each configured centre has its own cursor in the outbox database: the sequence of the last revision it
+acknowledged (or that had nothing for it) and the DC-09 sequence number its next message carries. A message is
+sent, waited for and sent again until the centre answers ACK, so an edge that stops or is killed resends from
+the cursor on its next start: nothing is lost, and a message the centre took just before the stop comes again
+with its sequence number unchanged, which a receiver recognises as a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway import dc09
+from gateway.dc09_codes import PanelEvent, data, panel_event
+from gateway.outbox import Outbox
+from guardlink.alarmcentre import AlarmCentre, Transport
+from guardlink.models import Escalation
+from guardlink.siteconfig import SiteConfig
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # revisions read from the outbox at a time
+RETRY_FIRST_S = 0.5
+RESYNC_AFTER_S = 1.0  # a NAK whose time differs from ours by more than this resynchronises our clock
+
+
+class Unanswered(Exception):
+    """No usable answer within the timeout."""
+
+
+class Channel:
+    """A connection to one receiver: TCP (one connection, reopened when it breaks) or UDP datagrams."""
+
+    def __init__(self, centre: AlarmCentre) -> None:
+        self.centre = centre
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._datagrams: asyncio.Queue[bytes] = asyncio.Queue()
+
+    @property
+    def open(self) -> bool:
+        return self._writer is not None or self._transport is not None
+
+    async def send(self, message: bytes) -> None:
+        centre = self.centre
+        if centre.protocol is Transport.UDP:
+            if self._transport is None:
+                loop = asyncio.get_running_loop()
+                self._transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self._datagrams), remote_addr=(centre.host, centre.port))
+            while not self._datagrams.empty():  # answers to earlier tries are stale now
+                self._datagrams.get_nowait()
+            self._transport.sendto(message)
+            return
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(centre.host, centre.port), centre.connect_timeout_s)
+            log.info("event=dc09_connected centre=%s", centre)
+        self._writer.write(message)
+        await self._writer.drain()
+
+    async def receive(self, deadline: float) -> bytes:
+        """The next answer; Unanswered when none comes before `deadline` (loop time), OSError when the connection ends."""
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            if self._transport is not None:
+                return await asyncio.wait_for(self._datagrams.get(), timeout)
+            assert self._reader is not None
+            answer = await asyncio.wait_for(self._reader.readuntil(b"\r"), timeout)
+        except TimeoutError:
+            raise Unanswered(f"no answer within {self.centre.ack_timeout_s:g} s") from None
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("the receiver closed the connection") from None
+        except asyncio.LimitOverrunError:
+            raise ConnectionResetError("the receiver sent no answer but a flood of bytes") from None
+        return answer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
+        self._reader = self._writer = self._transport = None
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, queue: asyncio.Queue[bytes]) -> None:
+        self.queue = queue
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait(data)
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """What one centre's link did, for status and metrics."""
+
+    acked: int = 0
+    supervision_acked: int = 0
+    retries: int = 0
+    naks: int = 0
+    resyncs: int = 0
+    rejected: int = 0  # answered DUH: the centre cannot take the message; not sent again
+    connected: bool = False
+    last_ack_at: float | None = None
+
+
+class CentreLink:
+    """Delivers one alarm receiving centre its alarms and restores, in outbox order, and supervises the link."""
+
+    def __init__(
+        self, centre: AlarmCentre, outbox: Outbox, *, zones: dict[str, int], users: dict[str, int],
+        clock: Callable[[], float] = time.time, on_ack: Callable[[Escalation], None] | None = None,
+    ) -> None:
+        self.centre = centre
+        self.outbox = outbox
+        self.zones = zones
+        self.users = users
+        self.clock = clock
+        self.on_ack = on_ack  # told of each acknowledged revision (benchmarks)
+        self.stats = LinkStats()
+        self.cursor = 0  # outbox sequence of the last revision done with
+        self.sequence = 1  # DC-09 sequence number of the next message
+        self.offset_s = 0.0  # receiver's clock minus ours, learnt from NAKs
+        self._key: bytes | None = None
+        self._route = dc09.Route(centre.account, centre.line, centre.receiver)
+        self._channel = Channel(centre)
+        self._wake = outbox.watch()
+        self._state = f"dc09:{centre.id}"
+        self._saved: tuple[int, int] | None = None
+        self._save_wanted = asyncio.Event()
+
+    async def open(self) -> None:
+        """Read the key and the cursor; a centre never seen before starts after what is stored now (KeyUnavailable: no key)."""
+        self._key = self.centre.secret_key()
+        saved = await self.outbox.load_state(self._state)
+        if saved:
+            state = json.loads(saved)
+            self.cursor, self.sequence = int(state["after"]), int(state["sequence"])
+        else:
+            self.cursor = self.outbox.last_sequence
+            await self._save()
+        log.info("event=dc09_open centre=%s format=%s encrypted=%s after=%d next_sequence=%04d",
+                 self.centre, self.centre.format.value, self._key is not None, self.cursor, self.sequence)
+
+    async def run(self) -> None:
+        """Deliver forever; the cursor is saved as messages are acknowledged and when stopped."""
+        saver = asyncio.create_task(self._keep_saving())
+        try:
+            while True:
+                try:
+                    await self._deliver_forever()
+                except Exception:  # noqa: BLE001 - a defect here must not stop the edge; the cursor says where to go on
+                    log.exception("event=dc09_link_failed centre=%s after=%d", self.centre, self.cursor)
+                    self._channel.close()
+                    await asyncio.sleep(self.centre.retry_max_s)
+        finally:
+            saver.cancel()
+            self._channel.close()
+            await self._save()
+
+    async def _deliver_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        while True:
+            self._wake.clear()
+            revisions = await self.outbox.stored_after(self.cursor, BATCH)
+            for escalation in revisions:
+                event = panel_event(escalation, self.centre.area, self._zone(escalation), self._user(escalation))
+                if event is not None:
+                    await self._exchange(self.centre.format.value, self._data(event), escalation)
+                    last_sent = loop.time()
+                self.cursor = escalation.sequence
+                self._save_wanted.set()
+            if revisions:
+                continue
+            supervision = self.centre.supervision_s or None
+            timeout = None if supervision is None else max(0.0, last_sent + supervision - loop.time())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                await self._exchange("NULL", "", None)
+                self.stats.supervision_acked += 1
+                last_sent = loop.time()
+
+    def _data(self, event: PanelEvent) -> str:
+        return data(event, self.centre.account, self.centre.format)
+
+    def _zone(self, escalation: Escalation) -> int:
+        return self.zones.get(escalation.incident.device, 0)
+
+    def _user(self, escalation: Escalation) -> int | None:
+        guard = escalation.incident.raised_by_guard
+        return self.users.get(guard) if guard else None
+
+    async def _exchange(self, token: str, content: str, escalation: Escalation | None) -> None:
+        """Send one message until the centre acknowledges it (or answers DUH); backs off on silence and NAKs."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            message = dc09.frame(token, self.sequence, self._route, content, self.clock() + self.offset_s, self._key)
+            try:
+                await self._channel.send(message)
+                self.stats.connected = True
+                response = await self._answer(loop.time() + self.centre.ack_timeout_s)
+            except (Unanswered, dc09.DecodeError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except (OSError, TimeoutError) as exc:  # could not connect, or the connection broke: a new one for the next try
+                self._channel.close()
+                self.stats.connected = False
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.acknowledges(self.sequence):
+                    self._acknowledged(token, escalation, loop.time())
+                    return
+                if response.answer is dc09.Answer.DUH:
+                    self.stats.rejected += 1
+                    log.error("event=dc09_rejected centre=%s sequence=%04d token=%s escalation=%s action=%r", self.centre, self.sequence, token,
+                              escalation.id if escalation else "-", "the centre does not understand this event: check its format and account")
+                    self.sequence = dc09.next_sequence(self.sequence)
+                    return
+                self.stats.naks += 1
+                reason = f"NAK (receiver time {response.receiver_time})"
+                if response.receiver_time is not None and abs(response.receiver_time - (self.clock() + self.offset_s)) > RESYNC_AFTER_S:
+                    # DC-09: a NAK carries the receiver's time; take it and send again at once with a fresh timestamp.
+                    self.offset_s = response.receiver_time - self.clock()
+                    self.stats.resyncs += 1
+                    log.warning("event=dc09_resync centre=%s offset_s=%.1f", self.centre, self.offset_s)
+                    continue
+            failures += 1
+            self.stats.retries += 1
+            wait = min(self.centre.retry_max_s, RETRY_FIRST_S * 2 ** (failures - 1))
+            log.warning("event=dc09_retry centre=%s sequence=%04d token=%s reason=%r retry_in_s=%.1f", self.centre, self.sequence, token, reason, wait)
+            await asyncio.sleep(wait)
+
+    async def _answer(self, deadline: float) -> dc09.Response:
+        """The answer to the message just sent: skips late ACKs of earlier tries (another sequence number)."""
+        while True:
+            response = dc09.parse_response(await self._channel.receive(deadline), self._key)
+            if response.answer in (dc09.Answer.ACK, dc09.Answer.RSP) and response.sequence != self.sequence:
+                continue
+            return response
+
+    def _acknowledged(self, token: str, escalation: Escalation | None, now: float) -> None:
+        self.sequence = dc09.next_sequence(self.sequence)
+        self.stats.last_ack_at = now
+        if escalation is None:
+            return
+        self.stats.acked += 1
+        self._save_wanted.set()
+        log.info("event=dc09_ack centre=%s token=%s escalation=%s revision=%d", self.centre, token, escalation.id, escalation.revision)
+        if self.on_ack is not None:
+            self.on_ack(escalation)
+
+    async def _keep_saving(self) -> None:
+        """Saves the cursor in the background, coalescing: sending never waits for the disk."""
+        while True:
+            await self._save_wanted.wait()
+            self._save_wanted.clear()
+            await self._save()
+
+    async def _save(self) -> None:
+        state = (self.cursor, self.sequence)
+        if state != self._saved:
+            self._saved = state
+            await self.outbox.save_state(self._state, json.dumps({"after": state[0], "sequence": state[1]}))
+
+
+class AlarmCentres:
+    """Every alarm receiving centre of a site, each on its own link."""
+
+    def __init__(self, config: SiteConfig, outbox: Outbox, *, clock: Callable[[], float] = time.time) -> None:
+        self.links = [
+            CentreLink(centre, outbox, zones=zone_numbers(config, centre), users=user_numbers(config), clock=clock)
+            for centre in config.alarm_centres
+        ]
+
+    async def open(self) -> None:
+        """Read keys and cursors (before anything new is stored); KeyUnavailable when a key cannot be read."""
+        for link in self.links:
+            await link.open()
+
+    async def run(self) -> None:
+        """Run every link until cancelled."""
+        if self.links:
+            async with asyncio.TaskGroup() as tasks:
+                for link in self.links:
+                    tasks.create_task(link.run())
+
+    def status(self) -> dict[str, object]:
+        return {link.centre.id: {"connected": link.stats.connected, "acked": link.stats.acked, "rejected": link.stats.rejected} for link in self.links}
+
+
+def zone_numbers(config: SiteConfig, centre: AlarmCentre) -> dict[str, int]:
+    """Zone number of each device and camera: the centre's `zones`, else its position among devices, then cameras."""
+    numbers = {ident: i for i, ident in enumerate([*(d.id for d in config.devices), *(c.id for c in config.cameras)], start=1)}
+    return {**numbers, **centre.zones}
+
+
+def user_numbers(config: SiteConfig) -> dict[str, int]:
+    """User number of each guard: its position in the site file."""
+    return {guard.id: i for i, guard in enumerate(config.guards, start=1)}
+
