@@ -6,11 +6,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from guardlink.siteconfig import BrokerUrl, parse_listen
+from guardlink.siteconfig import BrokerUrl, SiteInfo, parse_listen
 from guardlink.yamlconfig import ID_HELP, ID_PATTERN, ConfigError, at, compose, node_at, read_text, validation_errors
 
 
@@ -28,11 +27,7 @@ class DistrictInfo(_Model):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
-        return name
+        return SiteInfo._known_zone(name)  # the same check as a site's time zone
 
 
 Point = tuple[float, float]
@@ -62,6 +57,17 @@ class HubSettings(_Model):
     heartbeat_misses: int = Field(default=3, ge=1, le=100, description="a site is offline after this many missed status heartbeats")
     receipt_batch: int = Field(default=500, ge=1, le=1000, description="at most this many revisions in one receipt message")
     commit_batch: int = Field(default=1000, ge=1, le=10000, description="at most this many messages committed in one transaction")
+    evidence_max_mb: float = Field(default=200, gt=0, le=10_000, description="largest evidence file (snapshot, clip) a site may upload")
+
+
+class ConsoleSettings(_Model):
+    """What the web console warns about and draws."""
+
+    ack_within_s: float = Field(default=60, gt=0, le=3600, description="an incident nobody acknowledged this long after it was detected turns red")
+    tiles: str | None = Field(
+        default=None, description="map tile URL template such as https://tiles.example/{z}/{x}/{y}.png; none: the map draws only outlines (works offline)"
+    )
+    tile_attribution: str = Field(default="", max_length=300, description="credit shown on the map for the tiles")
 
 
 class DistrictConfig(_Model):
@@ -73,8 +79,13 @@ class DistrictConfig(_Model):
         default=None, description="SQLAlchemy URL: sqlite:///path or postgresql://user@host:port/db; default $XDG_STATE_HOME/guardlink/hub-<district>.db"
     )
     listen: str = Field(default="127.0.0.1:8080", description="host:port of the hub's HTTP API and console")
+    evidence_dir: str | None = Field(
+        default=None,
+        description="directory of the evidence files sites upload; default: <database name>-evidence next to an SQLite database, else $XDG_STATE_HOME/guardlink/hub-<district>-evidence",
+    )
     communities: list[Community] = Field(default_factory=list)
     settings: HubSettings = Field(default_factory=HubSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @field_validator("broker")
     @classmethod
@@ -95,9 +106,15 @@ class DistrictConfig(_Model):
         """The configured database, else an SQLite file in the user's state directory."""
         if self.database:
             return self.database
-        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "guardlink"
-        state.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{state / f'hub-{self.district.id}.db'}"
+        return f"sqlite:///{_state_directory() / f'hub-{self.district.id}.db'}"
+
+    def evidence_path(self, sqlite_file: str | None) -> Path:
+        """Where uploaded evidence is kept: `evidence_dir`, else next to the SQLite database file, else the state directory."""
+        if self.evidence_dir:
+            return Path(self.evidence_dir).expanduser()
+        if sqlite_file and sqlite_file != ":memory:":
+            return Path(sqlite_file).with_name(f"{Path(sqlite_file).stem}-evidence")
+        return _state_directory() / f"hub-{self.district.id}-evidence"
 
     def community_of(self, site: str) -> str | None:
         """The id of the community a site belongs to (None for a site the file does not place)."""
@@ -106,6 +123,12 @@ class DistrictConfig(_Model):
     def sites(self) -> list[str]:
         """Every site id the file places, in file order."""
         return [site for community in self.communities for site in community.sites]
+
+
+def _state_directory() -> Path:
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "guardlink"
+    state.mkdir(parents=True, exist_ok=True)
+    return state
 
 
 def load_district(path: str | Path) -> DistrictConfig:

@@ -52,7 +52,7 @@ def database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str = DEFAULT_URL, **options: Any) -> Engine:  # noqa: ANN401
+def make_engine(url: str = DEFAULT_URL, **options: Any) -> Engine:
     """An engine for `url`: SQLite in WAL mode with foreign keys and full fsync, PostgreSQL through psycopg 3."""
     url = database_url(url)
     if url.startswith("sqlite"):
@@ -62,7 +62,7 @@ def make_engine(url: str = DEFAULT_URL, **options: Any) -> Engine:  # noqa: ANN4
     return create_engine(url, pool_pre_ping=True, **options)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN401
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # a message is acknowledged after its commit: the commit must survive power loss

@@ -58,6 +58,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres").url
 
 
+@pytest.fixture
+def hub_engine(database_url: str) -> Iterator[Any]:
+    """An engine on the hub's database (SQLite, then PostgreSQL), migrated to the newest schema."""
+    from hub.database import make_engine, migrate
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
 class VictoriaMetrics:
     """A VictoriaMetrics server under test: its URL for writers, and what it stored, read back through its export API."""
 

@@ -8,7 +8,7 @@ import pytest
 
 from guardlink.districtconfig import load_district, parse_district
 from guardlink.yamlconfig import ConfigError
-from tests.conftest import REPO, SCHOOL
+from tests.conftest import REPO
 
 EXAMPLE = REPO / "firmware_configs" / "districts" / "hohhot-xincheng.yaml"
 

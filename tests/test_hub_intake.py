@@ -68,11 +68,8 @@ def stored_pairs(engine: Engine) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(hub_engine: Engine) -> Engine:
+    return hub_engine
 
 
 async def test_revisions_are_stored_once_and_receipted_even_when_sent_again(broker, sites, engine) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +15,7 @@ import hub.accounts  # noqa: F401 - its tables are part of the schema the migrat
 from bench.hub import revision
 from gateway.police import SiteNotice
 from guardlink.models import EscalationStatus, GuardReport, GuardsReport, GuardState, Location, iso
-from hub.database import Base, make_engine, migrate
+from hub.database import Base
 from hub.store import Guards, Item, Rejected, Revision, SiteSilent, SiteStatus, Stored, store
 from hub.tables import ChangeRow, EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
 
@@ -24,11 +23,8 @@ NOW = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(hub_engine: Engine) -> Engine:
+    return hub_engine
 
 
 def commit(engine: Engine, items: list[Item], now: datetime = NOW) -> Stored:
