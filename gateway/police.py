@@ -9,13 +9,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-import aiomqtt
 from pydantic import ValidationError
 
-from gateway.connection import stay_connected
+from gateway.connection import Client, Message, stay_connected
 from guardlink import topics
-from guardlink.ids import uuid7
 from guardlink.models import Escalation
 from guardlink.siteconfig import BrokerUrl
 
@@ -88,7 +87,13 @@ class SiteMonitor:
 
 
 class PoliceWatcher:
-    """Subscribes to the police stream: each new escalation revision to `on_escalation`, site changes to `on_site`."""
+    """Subscribes to the police stream: each new escalation revision to `on_escalation`, site changes to `on_site`,
+    and the escalations a site reports open in its retained status (so a watcher started late shows them) to `on_open`.
+
+    The session is persistent (a client id derived from the district, the site filter and `name`, clean session off,
+    QoS 1): what the broker receives while the watcher is reconnecting or restarting is delivered when it is back.
+    Two watchers need two names, or the broker hands the session from one to the other.
+    """
 
     def __init__(
         self,
@@ -98,15 +103,17 @@ class PoliceWatcher:
         on_site: Callable[[SiteNotice], None] | None = None,
         district: str = "+",
         site: str = "+",
-        identifier: str | None = None,
+        name: str | None = None,
+        on_open: Callable[[Escalation], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
         self.on_escalation = on_escalation
+        self.on_open = on_open or on_escalation
         self.on_site = on_site or (lambda notice: None)
         self.filter = topics.police_escalations_filter(district, site)
         self.status_filter = topics.police_site_status_filter(district, site)
-        self.identifier = identifier or f"guardlink-police-{uuid7()}"
+        self.identifier = watcher_id(district, site, name)
         self.clock = clock
         self.ready = asyncio.Event()
         self.invalid = 0
@@ -118,7 +125,7 @@ class PoliceWatcher:
         """Watch forever, reconnecting as needed."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._check_heartbeats())
-            tasks.create_task(stay_connected(self.broker, self._watch, identifier=self.identifier))
+            tasks.create_task(stay_connected(self.broker, self._watch, identifier=self.identifier, clean_session=False))
 
     async def _check_heartbeats(self) -> None:
         while True:
@@ -126,7 +133,7 @@ class PoliceWatcher:
             for notice in self.sites.overdue(self.clock()):
                 self.on_site(notice)
 
-    async def _watch(self, client: aiomqtt.Client) -> None:
+    async def _watch(self, client: Client) -> None:
         await client.subscribe(self.filter, qos=1)
         await client.subscribe(self.status_filter, qos=1)
         self.ready.set()
@@ -146,7 +153,7 @@ class PoliceWatcher:
                 self.duplicates += 1
 
 
-    def _site_status(self, message: aiomqtt.Message) -> None:
+    def _site_status(self, message: Message) -> None:
         parts = message.topic.value.split("/")
         site = f"{parts[2]}/{parts[3]}"
         try:
@@ -160,6 +167,33 @@ class PoliceWatcher:
         notice = self.sites.status(site, doc, self.clock())
         if notice is not None:
             self.on_site(notice)
+        still_open = doc.get("open") if doc.get("state") == "online" else None
+        for document in still_open if isinstance(still_open, list) else []:
+            try:
+                escalation = Escalation.model_validate(document)
+            except ValidationError as exc:
+                self.invalid += 1
+                log.warning("event=invalid_open_escalation site=%s error=%r", site, str(exc)[:300])
+                continue
+            if self._dedupe.first_time(escalation):
+                self.on_open(escalation)
+
+
+def watcher_id(district: str, site: str, name: str | None = None) -> str:
+    """The police watcher's stable MQTT client id, e.g. `guardlink-police-xincheng-all-desk7`."""
+    parts = ["guardlink-police", "all" if district == "+" else district, "all" if site == "+" else site]
+    return "-".join([*parts, name] if name else parts)
+
+
+def short_id(escalation_id: str) -> str:
+    """The end of an escalation id, as the police terminal shows it and `police command` accepts it (the
+    beginning of a UUIDv7 is its timestamp, the same for escalations raised together)."""
+    return escalation_id[-8:]
+
+
+def local_time(moment: datetime) -> str:
+    """A time on this terminal's clock, with its zone: `14:05:09 CST`."""
+    return moment.astimezone().strftime("%H:%M:%S %Z")
 
 
 def describe(escalation: Escalation, latency_ms: float | None = None) -> str:
@@ -173,8 +207,7 @@ def describe(escalation: Escalation, latency_ms: float | None = None) -> str:
     extra = f" — {inc.detail}" if inc.detail else ""
     acknowledged = f" [acknowledged by {escalation.acknowledged_by}]" if escalation.acknowledged_by else ""
     latency = f"  [{latency_ms:.1f} ms]" if latency_ms is not None else ""
-    stamp = escalation.issued_at.strftime("%H:%M:%S")
     return (
-        f"{stamp} {escalation.site.id} {inc.kind.value.upper()} ({inc.severity.value}) {inc.device}{raised}{where}{extra} "
+        f"{local_time(escalation.issued_at)} #{short_id(escalation.id)} {escalation.site.id} {inc.kind.value.upper()} ({inc.severity.value}) {inc.device}{raised}{where}{extra} "
         f"rev {escalation.revision} {escalation.status.value.upper().replace('_', ' ')}{': ' + guards if guards else ''}{acknowledged}{latency}"
     )
