@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cli import broker_url, listen_address
 
-ROLES = ("dispatcher", "chief", "viewer")
+ROLES = ("dispatcher", "chief", "viewer", "site")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -59,8 +59,12 @@ def _register_users(hub_commands: argparse._SubParsersAction) -> None:
 
     add = actions.add_parser("add", parents=[where], help="add a user")
     add.add_argument("name")
-    add.add_argument("--role", choices=ROLES, required=True, help="dispatcher: the whole district; chief: their communities; viewer: read only")
+    add.add_argument(
+        "--role", choices=ROLES, required=True,
+        help="dispatcher: the whole district; chief: their communities; viewer: read only; site: a site's edge uploading its evidence (token only)",
+    )
     add.add_argument("--community", action="append", default=[], help="a community the chief leads (repeat for several)")
+    add.add_argument("--site", help="the site a site account speaks for (its edge's upload token: `hub user token NAME`)")
     password = add.add_mutually_exclusive_group()
     password.add_argument("--password-file", type=Path, help="read the password from the file's first line ('-': standard input); default: prompt")
     password.add_argument("--no-password", action="store_true", help="an account for integrations: API tokens only, no login")
@@ -120,13 +124,16 @@ def user_add(args: argparse.Namespace) -> int:
         if unknown:
             print(f"{args.user_config}: no community {', '.join(map(repr, unknown))} (defined: {', '.join(known) or 'none'})", file=sys.stderr)
             return 1
-    password = None if args.no_password else _read_password(args)
+        if args.site is not None and args.site not in config.sites():
+            print(f"{args.user_config}: no site {args.site!r} in any community (placed: {', '.join(config.sites()) or 'none'})", file=sys.stderr)
+            return 1
+    password = None if args.no_password or args.role == "site" else _read_password(args)
     try:
-        accounts.add_user(args.name, Role(args.role), communities=args.community, password=password, actor=_operator())
+        accounts.add_user(args.name, Role(args.role), communities=args.community, password=password, actor=_operator(), site=args.site)
     except AccountError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"added {args.role} {args.name}" + (f" ({', '.join(args.community)})" if args.community else ""), file=sys.stderr)
+    print(f"added {args.role} {args.name}" + (f" ({', '.join(args.community or [args.site])})" if args.community or args.site else ""), file=sys.stderr)
     return 0
 
 
@@ -134,7 +141,7 @@ def user_list(args: argparse.Namespace) -> int:
     accounts, _config = _accounts(args)
     rows = [("NAME", "ROLE", "COMMUNITIES", "STATE", "TOKENS", "CREATED")]
     rows += [
-        (u.name, u.role.value, ",".join(u.communities) or "-", "disabled" if u.disabled else "enabled", str(u.tokens), u.created_at.strftime("%Y-%m-%d %H:%M"))
+        (u.name, u.role.value, ",".join(u.communities) or (f"site {u.site}" if u.site else "-"), "disabled" if u.disabled else "enabled", str(u.tokens), u.created_at.strftime("%Y-%m-%d %H:%M"))
         for u in accounts.users()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

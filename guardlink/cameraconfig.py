@@ -161,7 +161,10 @@ class TamperSettings(_Model):
 class EvidenceSettings(_Model):
     """The in-memory JPEG ring and what an incident gets: a snapshot with the box drawn and an MP4 clip."""
 
-    before_s: float = Field(default=10.0, ge=0, le=30, description="seconds of clip before the event")
+    before_s: float = Field(
+        default=30.0, ge=0, le=120,
+        description="seconds of clip before the event (the ring keeps them): one-touch alarms must carry the 30 s before the alarm (DB15/T 3968-2025)",
+    )
     after_s: float = Field(default=5.0, ge=0, le=30, description="seconds of clip after the event")
     fps: float = Field(default=4.0, gt=0, le=15, description="frames per second kept in the ring (JPEG costs CPU per frame)")
     width: int = Field(default=640, ge=160, le=3840, description="width of the ring's JPEG frames (video sources)")

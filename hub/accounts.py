@@ -34,6 +34,7 @@ class Role(StrEnum):
     DISPATCHER = "dispatcher"  # sees and commands the whole district
     CHIEF = "chief"  # a community police chief: sees and commands only the sites of their communities
     VIEWER = "viewer"  # reads everything, commands nothing
+    SITE = "site"  # a site's edge node (token only): uploads its own incidents' evidence, sees and commands nothing
 
 
 class AuditAction(StrEnum):
@@ -61,6 +62,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
     communities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)  # role site: the one site it speaks for
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)  # None: token-only account
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
@@ -114,13 +116,16 @@ class Principal:
     name: str
     role: Role
     communities: tuple[str, ...] = ()
+    site: str | None = None  # role site: the site it speaks for
 
     @property
     def can_command(self) -> bool:
-        return self.role is not Role.VIEWER
+        return self.role in (Role.DISPATCHER, Role.CHIEF)
 
     def visible_sites(self, community_sites: dict[str, Collection[str]]) -> frozenset[str] | None:
         """The sites this user may see, given each community's sites; None means every site."""
+        if self.role is Role.SITE:
+            return frozenset()  # an edge's upload token reads nothing of the police's
         if self.role is not Role.CHIEF:
             return None
         return frozenset(site for community in self.communities for site in community_sites.get(community, ()))
@@ -136,6 +141,7 @@ class UserInfo:
     disabled: bool
     tokens: int
     created_at: datetime
+    site: str | None = None
 
 
 def sha256(token: str) -> str:
@@ -159,7 +165,8 @@ class Accounts:
     # --- users -------------------------------------------------------------------------------------------------
 
     def add_user(
-        self, name: str, role: Role, *, communities: Iterable[str] = (), password: str | None = None, actor: str | None = None, address: str = "cli"
+        self, name: str, role: Role, *, communities: Iterable[str] = (), password: str | None = None, actor: str | None = None, address: str = "cli",
+        site: str | None = None,
     ) -> None:
         """Create a user; AccountError if the name is taken or the role and communities do not fit."""
         if not re.match(NAME_PATTERN, name):
@@ -169,14 +176,18 @@ class Accounts:
             raise AccountError(f"user {name!r}: a chief needs at least one --community")
         if role is not Role.CHIEF and communities:
             raise AccountError(f"user {name!r}: only chiefs belong to communities (role is {role.value})")
+        if (role is Role.SITE) != (site is not None):
+            raise AccountError(f"user {name!r}: " + ("a site account needs --site SITE" if role is Role.SITE else f"only site accounts speak for a site (role is {role.value})"))
+        if role is Role.SITE and password is not None:
+            raise AccountError(f"user {name!r}: a site account logs in with API tokens only, not a password")
         if password is not None and len(password) < 8:
             raise AccountError(f"user {name!r}: the password is shorter than 8 characters")
         password_hash = self.hasher.hash(password) if password is not None else None
         with Session(self.engine) as db, db.begin():
             if db.get(User, name) is not None:
                 raise AccountError(f"user {name!r} exists already (`guardlink hub user list` shows every user)")
-            db.add(User(name=name, role=role.value, communities=communities, password_hash=password_hash, disabled=False, created_at=self.now()))
-            self._audit(db, AuditAction.USER_ADDED, actor=actor, subject=name, address=address, detail={"role": role.value, "communities": communities})
+            db.add(User(name=name, role=role.value, communities=communities, site=site, password_hash=password_hash, disabled=False, created_at=self.now()))
+            self._audit(db, AuditAction.USER_ADDED, actor=actor, subject=name, address=address, detail={"role": role.value, "communities": communities, "site": site})
         log.info("event=user_added user=%s role=%s communities=%s", name, role.value, ",".join(communities) or "-")
 
     def users(self) -> list[UserInfo]:
@@ -184,7 +195,7 @@ class Accounts:
         with Session(self.engine) as db:
             tokens = dict(db.execute(select(ApiToken.user, func.count()).group_by(ApiToken.user)).all())
             return [
-                UserInfo(u.name, Role(u.role), tuple(u.communities or ()), u.disabled, tokens.get(u.name, 0), u.created_at)
+                UserInfo(u.name, Role(u.role), tuple(u.communities or ()), u.disabled, tokens.get(u.name, 0), u.created_at, u.site)
                 for u in db.scalars(select(User).order_by(User.name))
             ]
 
@@ -296,4 +307,4 @@ class Accounts:
 
 
 def _principal(user: User) -> Principal:
-    return Principal(name=user.name, role=Role(user.role), communities=tuple(user.communities or ()))
+    return Principal(name=user.name, role=Role(user.role), communities=tuple(user.communities or ()), site=user.site)

@@ -26,6 +26,7 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.ids import uuid7
 from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Severity
 from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
+from hub.evidence import evidence_router, uploaded_evidence
 from hub.login_limits import LoginLimits, retry_after
 from hub.stream import Change, ChangeFeed
 from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RevisionRow, SiteRow
@@ -124,6 +125,7 @@ def create_app(
     )
     app.state.feed = feed
     app.state.accounts = accounts
+    app.include_router(evidence_router(engine, config, principal))
 
     # --- who is asking ---------------------------------------------------------------------------------------------
 
@@ -295,7 +297,7 @@ def create_app(
                 CommandEntry(change_id=c.id, at=c.at, **{k: v for k, v in c.payload.items() if k in ("command", "by", "count", "note")})
                 for c in db.scalars(select(ChangeRow).where(ChangeRow.kind == ChangeKind.COMMAND.value, ChangeRow.key == incident_id).order_by(ChangeRow.id))
             ]
-            return incident_detail(row, revisions, commands)
+            return incident_detail(row, revisions, commands, uploaded_evidence(db, incident_id))
 
     @app.get("/api/sites", response_model=list[SiteView], tags=["sites"])
     def sites(user: User) -> list[SiteView]:

@@ -124,3 +124,23 @@ class ChangeRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     key: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class EvidenceRow(Base):
+    """An evidence file (snapshot or clip) a site uploads for one of its escalations; complete once its SHA-256 checked out."""
+
+    __tablename__ = "evidence"
+
+    escalation_id: Mapped[str] = mapped_column(String(64), ForeignKey("escalations.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    camera: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # snapshot or clip
+    media_type: Mapped[str] = mapped_column(String(32))
+    bytes_expected: Mapped[int] = mapped_column(BigInteger)
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    path: Mapped[str] = mapped_column(String(512))  # relative to the district's evidence directory
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]

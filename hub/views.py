@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardlink.models import Assignment, CommandKind, Evidence, Incident
+from hub.evidence import evidence_url
 from hub.tables import EscalationRow, GuardRow, RevisionRow, SiteRow
 
 
@@ -77,12 +79,19 @@ class CommandEntry(_View):
     note: str | None = None
 
 
+class EvidenceItem(Evidence):
+    """A snapshot or clip the edge listed, and where police users fetch it once the site uploaded it."""
+
+    url: str = Field(description="the file at the hub (HTTP Range for seeking): 404 until uploaded")
+    uploaded: bool = Field(description="the hub holds the whole file, its SHA-256 checked")
+
+
 class IncidentDetail(IncidentSummary):
     """One incident: the latest state, what happened, every revision, its evidence and the commands sent about it."""
 
     incident: Incident | None = Field(description="what happened, from the latest revision")
     timeline: list[TimelineEntry]
-    evidence: list[Evidence]
+    evidence: list[EvidenceItem]
     commands: list[CommandEntry]
 
 
@@ -138,8 +147,9 @@ def incident_summary(row: EscalationRow) -> IncidentSummary:
     return IncidentSummary.model_validate(row, from_attributes=True)
 
 
-def incident_detail(row: EscalationRow, revisions: list[RevisionRow], commands: list[CommandEntry]) -> IncidentDetail:
-    """The incident from its latest row and every stored revision (oldest first); evidence from all of them, once each."""
+def incident_detail(row: EscalationRow, revisions: list[RevisionRow], commands: list[CommandEntry], uploaded: Collection[str] = ()) -> IncidentDetail:
+    """The incident from its latest row and every stored revision (oldest first); evidence from all of them, once each
+    (`uploaded`: the SHA-256 of the files the hub holds)."""
     timeline = [
         TimelineEntry(
             revision=r.revision,
@@ -151,10 +161,11 @@ def incident_detail(row: EscalationRow, revisions: list[RevisionRow], commands: 
         )
         for r in revisions
     ]
-    evidence: dict[str, Evidence] = {}
+    evidence: dict[str, EvidenceItem] = {}
     for r in revisions:
         for item in r.document.get("evidence", []):
-            evidence.setdefault(item["sha256"], Evidence.model_validate(item))
+            if item["sha256"] not in evidence:
+                evidence[item["sha256"]] = EvidenceItem(**item, url=evidence_url(row.id, item["sha256"]), uploaded=item["sha256"] in uploaded)
     latest = max(revisions, key=lambda r: r.revision).document if revisions else None
     incident = Incident.model_validate(latest["incident"]) if latest else None
     return IncidentDetail(
