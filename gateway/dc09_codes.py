@@ -81,7 +81,3 @@ def data(event: PanelEvent, account: str, fmt: Dc09Format) -> str:
     user = f"id{event.user}/" if event.user is not None else ""
     return f"#{account.upper()}|Nti{event.at:%H:%M}/{user}ri{event.area}/{event.sia_code}{event.zone}"
 
-
-def token(fmt: Dc09Format) -> str:
-    """The DC-09 message id for events in this format."""
-    return fmt.value

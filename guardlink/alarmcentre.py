@@ -7,7 +7,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from guardlink.yamlconfig import ID_HELP, ID_PATTERN
 
@@ -44,9 +44,9 @@ class AlarmCentre(BaseModel):
     port: int = Field(gt=0, lt=65536)
     protocol: Transport = Field(default=Transport.TCP, description="tcp or udp")
     format: Dc09Format = Field(default=Dc09Format.SIA_DCS, description="ADM-CID (Contact ID) or SIA-DCS")
-    account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$", description="the site's account number at the centre (3-16 hex digits)")
-    receiver: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{1,6}$", description="receiver number (Rrcvr, 1-6 hex digits); omitted when absent")
-    line: str = Field(default="0", pattern=r"^[0-9A-Fa-f]{1,6}$", description="account prefix / line number (Lpref, 1-6 hex digits)")
+    account: str = Field(description="the site's account number at the centre (3-16 hex digits)")
+    receiver: str | None = Field(default=None, description="receiver number (Rrcvr, 1-6 hex digits); omitted when absent")
+    line: str = Field(default="0", description="account prefix / line number (Lpref, 1-6 hex digits)")
     area: int = Field(default=1, ge=0, le=99, description="partition / area number reported with every event")
     key: str | None = Field(default=None, repr=False, description="AES key in hex (32, 48 or 64 digits); prefer key_env or key_file")
     key_env: str | None = Field(default=None, description="environment variable holding the hex key")
@@ -59,6 +59,16 @@ class AlarmCentre(BaseModel):
     ack_timeout_s: float = Field(default=5.0, gt=0, le=120, description="a message not acknowledged within this is sent again")
     retry_max_s: float = Field(default=30.0, gt=0, le=3600, description="retries back off up to this")
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("account", "receiver", "line", mode="before")
+    @classmethod
+    def _hex_number(cls, value: object, info: ValidationInfo) -> object:
+        shortest, longest = (3, 16) if info.field_name == "account" else (1, 6)
+        if isinstance(value, int):  # YAML reads 0123 as octal 83: the digits must be kept as written
+            raise ValueError(f"write the {info.field_name} number in quotes, e.g. \"{value}\" (it is hex digits, not a number)")
+        if isinstance(value, str) and not re.fullmatch(f"[0-9A-Fa-f]{{{shortest},{longest}}}", value):
+            raise ValueError(f"{value!r} is not {shortest}-{longest} hex digits (DC-09 {info.field_name} numbers are hex); quote it in YAML")
+        return value
 
     @field_validator("key")
     @classmethod
