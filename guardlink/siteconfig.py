@@ -420,10 +420,15 @@ class Telemetry(_Model):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"telemetry URL {url!r} must be http(s)://host:port, e.g. http://127.0.0.1:8086")
-        return url
+        return http_url(url, "telemetry URL", "http://127.0.0.1:8086")
+
+
+def http_url(url: str, what: str, example: str) -> str:
+    """`url` if it is http(s)://host[:port]; ValueError naming `what` it is, with an `example`, otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {url!r} must be http(s)://host:port, e.g. {example}")
+    return url
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -469,10 +474,7 @@ class EvidenceUpload(_Model):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"hub URL {url!r} must be http(s)://host:port, e.g. http://127.0.0.1:8080")
-        return url.rstrip("/")
+        return http_url(url, "hub URL", "http://127.0.0.1:8080").rstrip("/")
 
     def token(self) -> str:
         """The site account's API token, read now; ValueError saying where it was looked for."""

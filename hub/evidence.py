@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
+from gateway.durable import replace_durably
 from gateway.evidence_upload import file_sha256
 from guardlink.districtconfig import DistrictConfig
 from hub.accounts import Principal, Role
@@ -195,7 +196,7 @@ def evidence_router(engine: Engine, config: DistrictConfig, principal: Callable[
                 await run_in_threadpool(record, row, 0, False)
                 log.warning("event=evidence_rejected site=%s escalation=%s sha256=%s got=%s bytes=%d", site, escalation_id, sha256, digest, total)
                 return _answer(422, status_of(escalation_id, sha256, row), f"the {total} bytes received hash to {digest}, not {sha256}: discarded, send the file again")
-            await asyncio.to_thread(_publish, partial, final)
+            await asyncio.to_thread(replace_durably, partial, final)
             await run_in_threadpool(record, row, total, True)
         log.info("event=evidence_stored site=%s escalation=%s camera=%s kind=%s bytes=%d", site, escalation_id, camera, kind, total)
         return _answer(200, done)
@@ -246,16 +247,6 @@ def _write(fd: int, data: bytes, offset: int) -> int:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
     return len(data)
-
-
-def _publish(partial: Path, final: Path) -> None:
-    """The checked file under its final name, durably."""
-    partial.replace(final)
-    directory = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _partial(final: Path) -> Path:

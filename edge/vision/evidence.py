@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gateway.durable import replace_durably
 from guardlink.cameraconfig import CameraSettings
 from guardlink.models import Evidence, iso
 
@@ -124,12 +125,7 @@ def _store(data: bytes, path: Path, kind: str, media_type: str, camera: str, sta
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
-    partial.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_durably(partial, path)
     return Evidence(
         kind=kind, camera=camera, path=str(path), media_type=media_type, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
         start=iso(start), end=iso(end),
