@@ -24,7 +24,7 @@ ONE_TOUCH_ALARMS = frozenset({IncidentKind.PANIC, IncidentKind.DURESS, IncidentK
 
 def watched_site_zones(camera: Camera) -> frozenset[str]:
     """The site zones a camera's frame shows: its own zone and the site zones its camera zones and lines report."""
-    zones = {camera.zone} | {area.site_zone for area in [*camera.zones, *camera.lines]}
+    zones = {camera.zone} | {zone.site_zone for zone in camera.zones} | {line.site_zone for line in camera.lines}
     return frozenset(zone for zone in zones if zone is not None)
 
 
