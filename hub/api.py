@@ -27,6 +27,7 @@ from guardlink.ids import uuid7
 from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Severity
 from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
 from hub.cap_feed import cap_router
+from hub.console import console_router
 from hub.evidence import evidence_router, uploaded_evidence
 from hub.login_limits import LoginLimits, retry_after
 from hub.stream import Change, ChangeFeed
@@ -127,6 +128,7 @@ def create_app(
     app.state.feed = feed
     app.state.accounts = accounts
     app.include_router(evidence_router(engine, config, principal))
+    app.include_router(console_router(engine=engine, config=config, user=principal))
     app.include_router(cap_router(engine, config, principal))
 
     # --- who is asking ---------------------------------------------------------------------------------------------
