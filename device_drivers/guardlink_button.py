@@ -36,14 +36,9 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
     if kind == "status":
         battery = number(doc, "battery", 0, 100, required=True)
         rssi = number(doc, "rssi", -130, 0)
-        events = []
-        tamper = flag(doc, "tamper")
-        if tamper is not None:  # in every status report: a condition, raised while it lasts
-            location = device.location.point() if device.location else None
-            events.append(Event(EventKind.TAMPER, device.id, now, location=location, attrs=attrs | {"active": tamper}))
-        status_attrs = attrs | ({"rssi_dbm": rssi} if rssi is not None else {})
-        events.append(Event(EventKind.DEVICE_STATUS, device.id, now, battery=battery, attrs=status_attrs))
-        return events
+        tamper = flag(doc, "tamper")  # in every status report: a condition (edge/supervision.py)
+        status_attrs = attrs | ({"rssi_dbm": rssi} if rssi is not None else {}) | ({"tamper": tamper} if tamper is not None else {})
+        return [Event(EventKind.DEVICE_STATUS, device.id, now, battery=battery, attrs=status_attrs)]
     raise PayloadError("unknown_type", f"message type {kind!r} is not one of press, status")
 
 

@@ -30,7 +30,6 @@ SENSORS = {  # state field -> (event kind, what the attribute is called on the e
     "occupancy": (EventKind.OCCUPANCY, "occupied", False),
     "water_leak": (EventKind.WATER_LEAK, "active", False),
     "smoke": (EventKind.SMOKE, "active", False),
-    "tamper": (EventKind.TAMPER, "active", False),  # reported in every state message: a condition, like smoke
 }
 
 
@@ -55,6 +54,12 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
     if battery is not None or linkquality is not None or voltage is not None or battery_low is not None:
         attrs = {k: v for k, v in (("voltage_mv", voltage), ("battery_low", battery_low)) if v is not None}
         events.append(Event(EventKind.DEVICE_STATUS, device.id, now, battery=battery, linkquality=linkquality, attrs=attrs))
+    tamper = flag(doc, "tamper")  # in every state report of devices that have the switch: a condition (edge/supervision.py)
+    if tamper is not None:
+        if events and events[-1].kind is EventKind.DEVICE_STATUS:
+            events[-1].attrs["tamper"] = tamper
+        else:
+            events.append(Event(EventKind.TAMPER, device.id, now, location=location, attrs={"tamper": tamper}))
     return events
 
 

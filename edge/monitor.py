@@ -16,7 +16,7 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -33,7 +33,29 @@ from guardlink.models import Escalation, Event, EventKind
 from guardlink.siteconfig import parse_listen
 
 if TYPE_CHECKING:
-    from edge.node import EdgeNode
+    from edge.guards import GuardBoard
+    from edge.intake import Intake
+    from edge.supervision import Supervisor
+    from edge.vision.process import CameraProcess
+    from gateway.outbox import Outbox
+    from gateway.uplink import PoliceUplink
+    from guardlink.siteconfig import SiteConfig
+
+
+class NodeView(Protocol):
+    """What the monitor reads of an edge node (and nothing it could change): edge/node.py's EdgeNode is one."""
+
+    config: SiteConfig
+    clock: Callable[[], float]
+    outbox: Outbox
+    uplink: PoliceUplink
+    intake: Intake
+    board: GuardBoard
+    supervisor: Supervisor
+    cameras: dict[str, CameraProcess]
+    site_connected: bool
+    incidents: int
+    set_aside: Tally[str]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +112,8 @@ class DeviceReading:
 class SiteMonitor:
     """Metrics and telemetry of one edge node; `run` serves /metrics and samples status while the node runs."""
 
-    def __init__(self, node: EdgeNode) -> None:
+    def __init__(self, node: NodeView) -> None:
+        """Reads `node` when sampled or scraped; the node feeds it stored and delivered revisions and camera statistics."""
         self.node = node
         config = node.config
         disable_created_metrics()  # process-wide: `_created` series only double what Prometheus scrapes
@@ -117,10 +140,6 @@ class SiteMonitor:
         self.cameras: dict[str, CameraReading] = {}
         self._drivers = {d.id: d.driver for d in config.devices}
         self._positions_at: dict[str, float] = {}
-        node.outbox.on_stored = self.stored
-        node.outbox.on_delivered = self.delivered
-        for process in node.cameras.values():
-            process.on_stats = self._camera_report
 
     async def run(self) -> None:
         """Serve /metrics (when `metrics.listen` is set) and write telemetry (when configured) until cancelled."""
@@ -194,7 +213,7 @@ class SiteMonitor:
         fields = {"fps": fps, "dropped_frames": dropped_frames, "motion_share": motion_share, "cpu_percent": cpu_percent}
         self._record(CAMERA, {"camera": camera}, fields, self.node.clock() if at is None else at)
 
-    def _camera_report(self, camera: str, stats: dict[str, Any]) -> None:
+    def camera_report(self, camera: str, stats: dict[str, Any]) -> None:
         """A camera worker's stats line (edge/vision/worker.py) as camera_stats."""
         self.camera_stats(
             camera, fps=float(stats.get("fps", 0.0)), dropped_frames=int(stats.get("dropped", 0)),

@@ -53,7 +53,7 @@ class EdgeNode:
 
     The site broker session is persistent (fixed client id, clean session off, QoS 1) and every message
     is acknowledged only after what it caused is stored, so a press is never lost to an edge restart:
-    the broker keeps it until then and redelivers it, and a redelivery of a press already stored is
+    the broker keeps it until then and redelivers it, and a copy of a press already stored is
     recognised and not escalated twice.
     """
 
@@ -72,33 +72,25 @@ class EdgeNode:
         self.config = config
         self.site_broker = site_broker
         self.clock = clock
-        now = clock()
-        self.intake = Intake(config)
-        self.board = GuardBoard(config, now)
         police = config.police
         self.outbox = Outbox(outbox_path, clock=clock, receipt_timeout_s=police.receipt_timeout_s if police.receipts else None)
-        self.dispatcher = Dispatcher(config, self.board, self.outbox.next_sequence)
-        self.wearables = WearableWatch(config.wearables)
-        self.device_states = DeviceStates([d.id for d in config.devices])
+        self.router = Router(config, clock(), holds=self.outbox.holds, next_sequence=self.outbox.next_sequence)
+        # The router's parts, read by the monitor and the tests.
+        self.intake, self.board, self.dispatcher = self.router.intake, self.router.board, self.router.dispatcher
+        self.supervisor, self.wearables, self.device_states = self.router.supervisor, self.router.wearables, self.router.device_states
         self.uplink = PoliceUplink(
             police_broker, config.site.district, config.site.id, self.outbox,
             status=self.status, on_command=self._police_command, status_every_s=status_every_s,
         )
-        sup = config.supervision
-        heartbeats = {d.id: d.heartbeat_s or driver(d.driver).heartbeat_s for d in config.devices}
-        self.supervisor = Supervisor(heartbeats, missed=sup.missed_heartbeats, low_battery_percent=sup.low_battery_percent, now=now)
         self.ready = asyncio.Event()  # set once subscribed on the site broker
         self.incidents = 0
-        self.redeliveries_skipped = 0
-        self.set_aside: Counter[str] = Counter()  # messages that failed in processing, by origin (site, police, camera)
+        self.set_aside: Counter[str] = Counter()  # messages that failed in processing, by origin (site, police, camera, timer)
         self._set_aside_logged: dict[tuple[str, str], float] = {}
         self._reported_guards: dict[str, object] = {}
         self._guards_reported_at = float("-inf")
         self.site_connected = False
         self._site_client: Client | None = None
-        self._open_conditions: dict[tuple[str, IncidentKind], str] = {}  # (device, kind) -> escalation id
         self._status_topic = topics.edge_status(config.site.id)
-        self._reply_filter = topics.guard_reply(config.site.id, "+")
         self._tasks: set[asyncio.Task[None]] = set()
         self._shown_guards: dict[str, tuple[GuardState, str | None]] = {}  # as last published for Home Assistant
         self.cameras = {
@@ -108,10 +100,17 @@ class EdgeNode:
             )
             for camera in config.cameras
         }
-        self._camera_quiet_until: dict[tuple[str, str, str | None], float] = {}  # (camera, kind, zone or line): cooldown
         self.alarm_centres = AlarmCentres(config, self.outbox, clock=clock)  # SIA DC-09 receivers, each with its cursor in the outbox
         self.uploads = evidence_uploader(config.upload, outbox_path)  # evidence files to the hub, when the site file says where
         self.monitor = SiteMonitor(self)  # /metrics and telemetry; last, as it reads the parts above
+        self.outbox.on_stored, self.outbox.on_delivered = self.monitor.stored, self.monitor.delivered
+        for process in self.cameras.values():
+            process.on_stats = self.monitor.camera_report
+
+    @property
+    def redeliveries_skipped(self) -> int:
+        """Copies of stored alarms (broker redeliveries, device resends, replays) not escalated again."""
+        return self.router.copies_skipped
 
     def status(self) -> dict[str, object]:
         """Health and backlog, as reported to the police in the site's status heartbeat."""
@@ -170,23 +169,13 @@ class EdgeNode:
         saved = await self.outbox.load_state(REPLAY_STATE)
         if saved:
             self.intake.replays.restore(json.loads(saved))
-        resumed = 0
-        for escalation in await self.outbox.latest_revisions(now - RESUME_WITHIN_S):
-            if escalation.status.final:
-                continue
-            resumed += 1
-            self.dispatcher.adopt(escalation, now)
-            device, kind = escalation.incident.device, escalation.incident.kind
-            if kind in CONDITIONS:
-                self._open_conditions[(device, kind)] = escalation.id
-                self.supervisor.reopen(device, kind)
-                self.wearables.reopen(device, kind)
+        resumed = self.router.resume(await self.outbox.latest_revisions(now - RESUME_WITHIN_S), now)
         log.info("event=edge_resumed open_escalations=%d pruned_delivered=%d", resumed, pruned)
 
     # -- the site broker -------------------------------------------------------------------------
 
     async def _site_session(self, client: Client) -> None:
-        for topic_filter in [*self.intake.filters, self._reply_filter]:
+        for topic_filter in self.router.filters:
             await client.subscribe(topic_filter, qos=1)
         await client.publish(self._status_topic, _status("online"), qos=1, retain=True)
         self._site_client = client
@@ -200,9 +189,9 @@ class EdgeNode:
             self._home_assistant()
         try:
             async for batch in client.batches():
-                # Each message is evaluated here, in arrival order, so sequence numbers follow arrival; what must
-                # be stored first continues in a task of its own, so the outbox commits whatever arrives together
-                # in one fsync. Everything else (positions, statuses, floods) is acknowledged at once.
+                # Each message is routed here, in arrival order, so sequence numbers follow arrival; what must be
+                # stored first continues in a task of its own, so the outbox commits whatever arrives together in
+                # one fsync. Everything else (positions, statuses, floods) is acknowledged at once.
                 for message in batch:
                     work = self._process(client, message)
                     if work is not None:
@@ -215,7 +204,8 @@ class EdgeNode:
             self._site_client = None
 
     def _process(self, client: Client, message: Message) -> Coroutine[Any, Any, None] | None:
-        """Evaluate one site message; returns what must still be stored before it is acknowledged, if anything.
+        """Route one site message and start carrying out its plan; returns what must still be stored before it is
+        acknowledged, if anything.
 
         Whatever goes wrong is contained to this one message: it is set aside (counted, logged with its topic
         and digest, kept in the outbox's `set_aside` table) and acknowledged, so that the broker does not hand
@@ -223,84 +213,50 @@ class EdgeNode:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         topic = message.topic.value
         ack = _once(lambda: client.ack(message))
+        plan: Plan | None = None
         try:
-            work = self._evaluate(message, topic, payload, ack)
-        except Exception as exc:  # noqa: BLE001 - any defect in handling one message must stay with that message
+            plan = self.router.route(Inbound(topic, payload, message.retain, bool(getattr(message, "dup", False)), message.mid), self.clock())
+            for event in plan.events:
+                self.monitor.event(event)
+            if plan.source is not None:
+                self.outbox.claim(plan.source)  # now: a copy may be routed before this one is stored
+            work = self._effects(plan, ack)
+        except Exception as exc:
+            if plan is not None and plan.source is not None:
+                self.outbox.unclaim(plan.source)
             return self._set_aside("site", topic, payload, exc, ack)
-        return None if work is None else self._contained(work, "site", topic, payload, ack)
+        return None if work is None else self._contained(work, "site", topic, payload, ack, source=plan.source)
 
-    def _evaluate(self, message: Message, topic: str, payload: bytes, ack: Callable[[], None]) -> Coroutine[Any, Any, None] | None:
-        now = self.clock()
-        if topic not in self.intake.routes and topic_matches(self._reply_filter, topic):
-            step = self._guard_reply(topic.split("/")[-2], payload, now)
-            return self._carry_out([step] if step else [], ack=ack)
-        steps: list[Step] = []
-        alarms: list[tuple[Event, Incident]] = []
-        for event in self.intake.decode(topic, payload, now, retained=message.retain):
-            self.monitor.event(event)
-            steps += self._observe(event, now)
-            if event.kind not in ALARM_EVENTS:
-                continue  # only alarms raise incidents
-            wearer = self.board.wearer(event.device)
-            incident = incident_for(
-                event, self.config.device(event.device), wearer.guard.id if wearer else None, wearer.point if wearer else None
-            )
-            if incident is not None:
-                alarms.append((event, incident))
-        source = self._source(topic, message, payload, alarms[0][0]) if alarms else None
-        if source is not None and (source.startswith(_DEVICE_SOURCE) or getattr(message, "dup", False)) and self.outbox.holds(source):
-            # A copy of a press already stored (a redelivery, a resend or a replay): escalated once, not twice.
-            self.redeliveries_skipped += 1
-            event = alarms[0][0]
-            self.intake.rejections.record(event.device, "replayed_seq", f"copy of a stored alarm ({source})", now)
-            if source.startswith(_DEVICE_SOURCE):
-                self._spawn(self._confirm_to_device(source, stored_first=True))  # its first confirmation may have been lost
-            alarms = []
-        if not steps and not alarms:
-            ack()
+    def _effects(self, plan: Plan, ack: Callable[[], None] | None = None) -> Coroutine[Any, Any, None] | None:
+        """Start what a plan asks: site publications at once, the revisions stored before `ack` (returned to await)."""
+        for topic, payload, retain in plan.publish:
+            self._spawn(self._publish_site(topic, payload, retain=retain))
+        if plan.confirm is not None:
+            self._spawn(self._confirm_to_device(plan.confirm, stored_first=True))  # its first confirmation may have been lost
+        for request in plan.evidence:
+            self.cameras[request.camera].request_evidence(request.escalation, request.at, request.box)
+        if not plan.stores:
+            if ack is not None:
+                ack()
             return None
-        if not alarms:
-            return self._carry_out(steps, ack=ack)
-        self.outbox.claim(source)  # now: a copy may be evaluated before this one is stored
-        try:
-            steps += [self.dispatcher.open(incident, now) for _, incident in alarms]
-        except Exception:
-            self.outbox.unclaim(source)
-            raise
-        return self._stored_or_unclaimed(self._carry_out(steps, ack=ack, source=source), source)
-
-    async def _stored_or_unclaimed(self, work: Coroutine[Any, Any, None], source: str) -> None:
-        """Run `work`; if it fails, a copy of its device message may still raise the alarm (a duplicate beats a loss)."""
-        try:
-            await work
-        except Exception:
-            self.outbox.unclaim(source)
-            raise
-
-    @staticmethod
-    def _source(topic: str, message: Message, payload: bytes, alarm: Event) -> str:
-        """The identity of the device message an alarm came from, by which a copy of it is recognised.
-
-        A native device's message is known by device, boot and seq whatever the broker does with it; any other
-        message by topic, packet id and digest, which identifies a broker's redelivery (DUP) of it."""
-        if alarm.attrs.get("boot") is not None and "seq" in alarm.attrs:
-            return f"{_DEVICE_SOURCE}{alarm.device}@{alarm.attrs['boot']}#{alarm.attrs['seq']}"
-        return f"{topic}|{message.mid}|{hashlib.sha256(payload).hexdigest()[:32]}"
+        return self._carry_out(plan.steps, ack=ack, source=plan.source)
 
     async def _confirm_to_device(self, source: str, *, stored_first: bool = False) -> None:
-        """Tell native firmware its alarm is stored, so it stops resending it (`source` is `device:<id>@<boot>#<seq>`)."""
+        """Tell native firmware its alarm is stored, so it stops resending it."""
         if stored_first:
             await self.outbox.flush()  # a copy's original may still be on its way to the disk
-        device, _, rest = source.removeprefix(_DEVICE_SOURCE).rpartition("@")
-        boot, _, seq = rest.partition("#")
-        confirmation = json.dumps({"seq": int(seq), "boot": int(boot)}).encode()
+        device, confirmation = device_confirmation(source)
         await self._publish_site(topics.native_device_ack(self.config.site.id, device), confirmation)
 
-    async def _contained(self, work: Coroutine[Any, Any, None], origin: str, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
+    async def _contained(
+        self, work: Coroutine[Any, Any, None], origin: str, topic: str, payload: bytes, ack: Callable[[], None] | None, source: str | None = None
+    ) -> None:
         """Run what a message still has to do; a failure sets the message aside instead of ending the edge."""
         try:
             await work
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
+            if source is not None:
+                self.outbox.unclaim(source)  # a copy of the message may still raise the alarm: a duplicate beats a loss
             await self._set_aside(origin, topic, payload, exc, ack)
 
     async def _set_aside(self, origin: str, topic: str, payload: bytes, exc: BaseException, ack: Callable[[], None] | None = None) -> None:
@@ -321,66 +277,25 @@ class EdgeNode:
             if ack is not None:
                 ack()
 
-    def _observe(self, event: Event, now: float) -> list[Step]:
-        """Everything an event changes besides alarms: positions, wearables, device conditions."""
-        changes = self.supervisor.heard(event)
-        self._device_state(event.device, self.device_states.heard(event, now))
-        placed = self.board.observe(event)
-        if placed is not None and placed.placed is not None:
-            changes += self.wearables.position(
-                event.device, placed.placed.point, placed.placed.accuracy_m, placed.guard.post, placed.state is GuardState.AVAILABLE
-            )
-        if event.kind is EventKind.VITALS:
-            changes += self.wearables.vitals(event)
-        elif event.kind is EventKind.MOTION:
-            started = self.wearables.motion(event)
-            wearer = self.board.wearer(event.device)
-            if started and wearer:
-                self._send_prealarm(wearer.guard.id, started.detail, started.cancel_within_s)
-        return [step for change in changes if (step := self._condition(change, now))]
-
-    def _guard_reply(self, guard: str, payload: bytes, now: float) -> Step | None:
-        status = self.board.guards.get(guard)
-        try:
-            if status is None:
-                raise PayloadError("unknown_guard", f"no guard {guard!r} at this site")
-            reply = Reply.model_validate(json_object(payload))
-        except (PayloadError, ValidationError) as exc:
-            reason = exc.reason if isinstance(exc, PayloadError) else "invalid_reply"
-            self.intake.rejections.record(f"guard:{guard}" if status else "(unknown)", reason, str(exc)[:200], now)
-            return None
-        if reply.answer is Answer.CANCEL_PREALARM:
-            if status.guard.wearable and self.wearables.cancel(status.guard.wearable):
-                log.info("event=prealarm_cancelled guard=%s", guard)
-            return None
-        return self.dispatcher.answer(guard, reply.answer, reply.escalation, now)
-
-    # -- timers and the police -------------------------------------------------------------------
+    # -- timers, the police, the cameras -----------------------------------------------------------
 
     async def _tick(self) -> None:
         saved_at = self.clock()
         while True:
             await asyncio.sleep(self.config.supervision.check_every_s)
             try:
-                await self._check(self.clock())
+                plan = self.router.tick(self.clock())
+                self._home_assistant()  # shifts start and end
+                work = self._effects(plan)
+                if work is not None:
+                    await work
                 self._report_guards()
                 if self.clock() - saved_at >= SAVE_REPLAYS_EVERY_S:
                     saved_at = self.clock()
                     await self._save_replays()
-            except Exception:  # noqa: BLE001 - a defect in one check must not stop the next ones
+            except Exception:
                 self.set_aside["timer"] += 1
                 log.exception("event=timer_check_failed")
-
-    async def _check(self, now: float) -> None:
-        """What time alone changes: shifts, silent devices, man-down alarms, unanswered offers."""
-        self.board.refresh_duty(now)
-        self._home_assistant()  # shifts start and end
-        steps = [step for change in self.supervisor.overdue(now) if (step := self._condition(change, now))]
-        for device, detail in self.wearables.man_down(now):
-            steps.append(self.dispatcher.open(self._man_down(device, detail, now), now))
-        steps += self.dispatcher.expire(now)
-        if steps:
-            await self._carry_out(steps)
 
     def _report_guards(self) -> None:
         """The site's guards to the command centre when a state, job or position changed (at most every few seconds)."""
@@ -405,23 +320,41 @@ class EdgeNode:
         self.uplink.report_guards(report.model_dump_json(by_alias=True).encode())
 
     def _police_command(self, payload: bytes) -> None:
+        """A command from the police: its answer goes back at once, its revision is stored like any other."""
         try:
-            self._obey(payload)
-        except Exception as exc:  # noqa: BLE001 - a bad command must not end the uplink
+            decided = self.router.command(payload, self.clock())
+            if decided is None:
+                return
+            command, outcome = decided
+            self.uplink.answer(command_answer(command, outcome))
+            if isinstance(outcome, Step):
+                self._spawn(self._contained(self._carry_out([outcome]), "police", self.uplink.commands_topic, payload, None))
+        except Exception as exc:
             self._spawn(self._set_aside("police", self.uplink.commands_topic, payload, exc))
 
-    def _obey(self, payload: bytes) -> None:
-        now = self.clock()
+    def _camera_event(self, event: CameraEvent) -> None:
+        payload = json.dumps(event.to_dict()).encode()
+        topic = topics.camera_events(self.config.site.id, event.camera)
         try:
-            command = PoliceCommand.model_validate(json_object(payload))
-        except (PayloadError, ValidationError) as exc:
-            log.warning("event=police_command_rejected error=%r", str(exc)[:300])
+            work = self._effects(self.router.camera_event(event, self.clock()))
+        except Exception as exc:
+            self._spawn(self._set_aside("camera", topic, payload, exc))
             return
-        log.info("event=police_command command=%s escalation=%s by=%s", command.command.value, command.escalation, command.by)
-        outcome = self.dispatcher.command(command, now)  # the new revision, or why the command was refused
-        self.uplink.answer(command_answer(command, outcome))
-        if isinstance(outcome, Step):
-            self._spawn(self._contained(self._carry_out([outcome]), "police", self.uplink.commands_topic, payload, None))
+        if work is not None:
+            self._spawn(self._contained(work, "camera", topic, payload, None))
+
+    def _camera_evidence(self, escalation_id: str, evidence: Evidence) -> None:
+        """A snapshot or clip is written: the escalation's next revision lists it, and it goes to the hub."""
+        payload = evidence.model_dump_json().encode()
+        try:
+            work = self._effects(self.router.attach(escalation_id, evidence, self.clock()))
+        except Exception as exc:
+            self._spawn(self._set_aside("camera", evidence.path, payload, exc))
+            return
+        if work is not None:
+            self._spawn(self._contained(work, "camera", evidence.path, payload, None))
+            if self.uploads is not None:
+                self.uploads.submit(escalation_id, evidence)
 
     # -- effects ---------------------------------------------------------------------------------
 
@@ -430,7 +363,7 @@ class EdgeNode:
         await asyncio.gather(*(self.outbox.append(step.escalation, source) for step in steps))
         if ack:
             ack()  # only now may the broker forget the message
-        if source is not None and source.startswith(_DEVICE_SOURCE):
+        if source is not None and source.startswith(DEVICE_SOURCE):
             await self._confirm_to_device(source)
         for step in steps:
             escalation = step.escalation
@@ -459,87 +392,6 @@ class EdgeNode:
         if latest is not None:
             self._spawn(self._publish_site(topics.incidents_state(site), incidents_state(latest, len(self.dispatcher.jobs)), retain=True))
 
-    def _device_state(self, device: str, doc: dict[str, object] | None) -> None:
-        if doc is not None:
-            self._spawn(self._publish_site(topics.device_state(self.config.site.id, device), json.dumps(doc).encode(), retain=True))
-
-    def _condition(self, change: Change, now: float) -> Step | None:
-        """A device or guard condition raised (revision 1) or cleared (a resolving revision)."""
-        key = (change.device, change.kind)
-        if change.kind is IncidentKind.DEVICE_OFFLINE:
-            self._device_state(change.device, self.device_states.online(change.device, not change.raised, now))
-        log.warning("event=device_condition device=%s kind=%s raised=%s detail=%r", change.device, change.kind.value, change.raised, change.detail)
-        if change.raised:
-            wearer = self.board.wearer(change.device)
-            incident = condition_incident(
-                change.kind, self.config.device(change.device) or self.config.camera(change.device), change.detail, now,
-                wearer.point if wearer else None, wearer.guard.id if wearer else None,
-            )
-            step = self.dispatcher.open(incident, now)
-            self._open_conditions[key] = step.escalation.id
-            return step
-        escalation_id = self._open_conditions.pop(key, None)
-        return self.dispatcher.resolve(escalation_id, now, change.detail) if escalation_id else None
-
-    def _camera_event(self, event: CameraEvent) -> None:
-        try:
-            self._on_camera_event(event)
-        except Exception as exc:  # noqa: BLE001 - one bad camera event must not end the edge
-            self._spawn(self._set_aside("camera", topics.camera_events(self.config.site.id, event.camera), json.dumps(event.to_dict()).encode(), exc))
-
-    def _on_camera_event(self, event: CameraEvent) -> None:
-        """A camera worker's event: onto the site's camera event bus, and an incident when its rule is armed
-        (or a camera condition raised or cleared); an incident asks the camera for its snapshot and clip."""
-        camera, now = self.config.camera(event.camera), self.clock()
-        if camera is None:
-            return
-        self._spawn(self._publish_site(topics.camera_events(self.config.site.id, camera.id), json.dumps(event.to_dict()).encode()))
-        if event.kind in CAMERA_CONDITIONS:
-            kind, raised = CAMERA_CONDITIONS[event.kind]
-            step = self._condition(Change(camera.id, kind, raised, event.detail or event.kind.value), now)
-        else:
-            incident = camera_incident(event, camera, {s.id: s for s in self.config.schedules}, self.config.site.timezone)
-            rule = (camera.id, event.kind.value, event.zone or event.line)
-            if incident is None or now < self._camera_quiet_until.get(rule, 0.0):
-                return  # not armed, or the same rule raised an incident moments ago
-            self._camera_quiet_until[rule] = now + camera.cooldown_s
-            step = self.dispatcher.open(incident, now)
-        if step is None:
-            return
-        if step.escalation.revision == 1 and event.kind is not CameraEventKind.OFFLINE:
-            self.cameras[camera.id].request_evidence(step.escalation.id, event.time, event.box)
-        self._spawn(self._carry_out([step]))
-
-    def _camera_evidence(self, escalation_id: str, evidence: Evidence) -> None:
-        """A snapshot or clip is written: the escalation's next revision lists it."""
-        try:
-            self._attach(escalation_id, evidence)
-        except Exception as exc:  # noqa: BLE001
-            self._spawn(self._set_aside("camera", evidence.path, evidence.model_dump_json().encode(), exc))
-
-    def _attach(self, escalation_id: str, evidence: Evidence) -> None:
-        step = self.dispatcher.attach(escalation_id, evidence, self.clock())
-        if step is None:
-            log.warning("event=evidence_after_close escalation=%s kind=%s path=%s", escalation_id, evidence.kind, evidence.path)
-            return
-        self._spawn(self._carry_out([step]))
-        if self.uploads is not None:
-            self.uploads.submit(escalation_id, evidence)
-
-    def _man_down(self, device: str, detail: str, now: float) -> Incident:
-        wearer = self.board.wearer(device)
-        point = wearer.point if wearer else None
-        return Incident(
-            kind=IncidentKind.MAN_DOWN, severity=Severity.CRITICAL, device=device, zone=self.config.device(device).zone,
-            location=Location.of(point) if point else None, raised_by_guard=wearer.guard.id if wearer else None,
-            detected_at=iso(now), detail=detail,
-        )
-
-    def _send_prealarm(self, guard: str, detail: str, cancel_within_s: float) -> None:
-        log.warning("event=man_down_prealarm guard=%s detail=%r", guard, detail)
-        alert = PreAlarm(kind=IncidentKind.MAN_DOWN, detail=detail, cancel_within_s=cancel_within_s)
-        self._spawn(self._publish_site(topics.guard_alert(self.config.site.id, guard), alert.model_dump_json().encode()))
-
     async def _publish_site(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         client = self._site_client
         if client is None:
@@ -559,9 +411,6 @@ class EdgeNode:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("event=task_failed task=%s", task.get_coro(), exc_info=task.exception())
-
-
-_DEVICE_SOURCE = "device:"  # a source known by device, boot and seq (see EdgeNode._source)
 
 
 def _once(action: Callable[[], None]) -> Callable[[], None]:

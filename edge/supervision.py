@@ -8,7 +8,7 @@ from guardlink.models import Event, EventKind, IncidentKind
 
 BATTERY_HYSTERESIS = 5.0  # percent above the threshold before low battery counts as cleared
 # Sensor states that are conditions: raised while the sensor says so, resolved when it stops.
-SENSOR_CONDITIONS = {EventKind.WATER_LEAK: IncidentKind.WATER_LEAK, EventKind.SMOKE: IncidentKind.SMOKE, EventKind.TAMPER: IncidentKind.TAMPER}
+SENSOR_CONDITIONS = {EventKind.WATER_LEAK: IncidentKind.WATER_LEAK, EventKind.SMOKE: IncidentKind.SMOKE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +63,20 @@ class Supervisor:
                 watched.battery_low = False
                 changes.append(Change(event.device, IncidentKind.LOW_BATTERY, False, f"battery {event.battery:.0f}%"))
         condition = SENSOR_CONDITIONS.get(event.kind)
-        active = bool(event.attrs.get("active"))
-        if condition is not None and active != (condition in watched.sensing):
-            watched.sensing = watched.sensing | {condition} if active else watched.sensing - {condition}
-            changes.append(Change(event.device, condition, active, f"{event.kind.value.replace('_', ' ')} {'detected' if active else 'cleared'}"))
+        if condition is not None:
+            changes += self._sensing(watched, event.device, condition, bool(event.attrs.get("active")))
+        tamper = event.attrs.get("tamper")  # the device's tamper switch, as reported with its status
+        if isinstance(tamper, bool):
+            changes += self._sensing(watched, event.device, IncidentKind.TAMPER, tamper)
         return changes
+
+    @staticmethod
+    def _sensing(watched: _Watched, device: str, condition: IncidentKind, active: bool) -> list[Change]:
+        """A sensor condition as now reported: raised or cleared when it changed, nothing when it did not."""
+        if active == (condition in watched.sensing):
+            return []
+        watched.sensing = watched.sensing | {condition} if active else watched.sensing - {condition}
+        return [Change(device, condition, active, f"{condition.value.replace('_', ' ')} {'detected' if active else 'cleared'}")]
 
     def reopen(self, device: str, kind: IncidentKind) -> None:
         """A condition was still open when the edge stopped: its clearing must still be noticed."""
@@ -76,7 +85,7 @@ class Supervisor:
             watched.offline = True
         elif watched is not None and kind is IncidentKind.LOW_BATTERY:
             watched.battery_low = True
-        elif watched is not None and kind in SENSOR_CONDITIONS.values():
+        elif watched is not None and (kind in SENSOR_CONDITIONS.values() or kind is IncidentKind.TAMPER):
             watched.sensing |= {kind}
 
     def overdue(self, now: float) -> list[Change]:

@@ -125,7 +125,7 @@ def test_zigbee_sensor_states_become_events(doc: dict[str, Any], kind: EventKind
 def test_zigbee_sensor_message_with_status_gives_state_then_status() -> None:
     events = zigbee2mqtt.decode(zigbee2mqtt.sensor_payload("water_leak", True, 91, 2950, 120), SENSOR, NOW)
     assert [e.kind for e in events] == [EventKind.WATER_LEAK, EventKind.DEVICE_STATUS]
-    assert (events[1].battery, events[1].linkquality, events[1].attrs) == (91.0, 120, {"voltage_mv": 2950.0})
+    assert (events[1].battery, events[1].linkquality, events[1].attrs) == (91.0, 120, {"voltage_mv": 2950.0, "tamper": False})
 
 
 @pytest.mark.parametrize(
@@ -393,10 +393,9 @@ def test_native_button_press_follows_the_site_action_lists(action: str, kind: Ev
     assert (event.kind, event.action, event.attrs, event.location) == (kind, action, {"seq": 5, "boot": 9}, HALL.point())
 
 
-def test_native_button_status_gives_status_and_tamper() -> None:
-    events = guardlink_button.decode(guardlink_button.status_payload(6, 88, -70, boot=9, tamper=True), PANIC_BUTTON, NOW)
-    assert [e.kind for e in events] == [EventKind.TAMPER, EventKind.DEVICE_STATUS]
-    assert (events[1].battery, events[1].attrs) == (88.0, {"seq": 6, "boot": 9, "rssi_dbm": -70.0})
+def test_native_button_status_gives_status_with_its_tamper_switch() -> None:
+    [event] = guardlink_button.decode(guardlink_button.status_payload(6, 88, -70, boot=9, tamper=True), PANIC_BUTTON, NOW)
+    assert (event.kind, event.battery, event.attrs) == (EventKind.DEVICE_STATUS, 88.0, {"seq": 6, "boot": 9, "rssi_dbm": -70.0, "tamper": True})
 
 
 @pytest.mark.parametrize(

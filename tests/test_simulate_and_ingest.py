@@ -35,7 +35,8 @@ async def test_simulate_load_run_of_every_family_is_taken_by_the_edge(mosquitto,
     assert 900 <= sent <= 1010, "500 messages a second for 2 s"
     assert presses == 3 and node.incidents == presses
     assert node.intake.rejections.total == 0
-    assert 0 <= node.intake.events - node.intake.messages <= presses, "everyday messages are one event each (a Zigbee press two)"
+    # Everyday messages are one event each, a Zigbee press two, and a Zigbee sensor report also states its tamper switch.
+    assert node.intake.events >= node.intake.messages
 
 
 def test_bench_ingest_json_reports_edge_and_raw_rates():
