@@ -9,8 +9,8 @@ it fills whole blocks, and written as hex.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -38,13 +38,24 @@ class Route:
         return f"{'' if self.receiver is None else 'R' + self.receiver.upper()}L{self.line.upper()}#{self.account.upper()}"
 
 
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
 def crc16(data: bytes) -> int:
     """CRC-16/ARC (polynomial 0x8005 reflected, initial 0), as DC-09 specifies."""
     crc = 0
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
     return crc
 
 
@@ -61,7 +72,7 @@ def parse_timestamp(text: str) -> float:
 def encrypt(key: bytes, plain: str, pad: str | None = None) -> str:
     """`plain` (ASCII) behind pad characters and `|`, to whole AES blocks, encrypted (CBC, zero IV), as upper-case hex."""
     if pad is None:
-        pad = "".join(secrets.choice(_PAD_CHARS) for _ in range(-(len(plain) + 1) % 16))
+        pad = "".join(_PAD_CHARS[b % len(_PAD_CHARS)] for b in os.urandom(-(len(plain) + 1) % 16))
     data = f"{pad}|{plain}".encode("ascii")
     if len(data) % 16:
         raise ValueError(f"pad of {len(pad)} characters leaves {len(data) % 16} bytes past a block")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BATCH = 200  # revisions read from the outbox at a time
 RETRY_FIRST_S = 0.5
 RESYNC_AFTER_S = 1.0  # a NAK whose time differs from ours by more than this resynchronises our clock
+SAVE_EVERY_S = 0.25  # the cursor is saved at most this often while messages flow (and always when stopped)
 
 
 class Unanswered(Exception):
@@ -66,12 +67,12 @@ class Channel:
 
     async def receive(self, deadline: float) -> bytes:
         """The next answer; Unanswered when none comes before `deadline` (loop time), OSError when the connection ends."""
-        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            if self._transport is not None:
-                return await asyncio.wait_for(self._datagrams.get(), timeout)
-            assert self._reader is not None
-            answer = await asyncio.wait_for(self._reader.readuntil(b"\r"), timeout)
+            async with asyncio.timeout_at(deadline):
+                if self._transport is not None:
+                    return await self._datagrams.get()
+                assert self._reader is not None
+                answer = await self._reader.readuntil(b"\r")
         except TimeoutError:
             raise Unanswered(f"no answer within {self.centre.ack_timeout_s:g} s") from None
         except asyncio.IncompleteReadError:
@@ -167,26 +168,37 @@ class CentreLink:
     async def _deliver_forever(self) -> None:
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
-        while True:
-            self._wake.clear()
-            revisions = await self.outbox.stored_after(self.cursor, BATCH)
-            for escalation in revisions:
-                event = panel_event(escalation, self.centre.area, self._zone(escalation), self._user(escalation))
-                if event is not None:
-                    await self._exchange(self.centre.format.value, self._data(event), escalation)
+        reading = self._read_after(self.cursor)
+        try:
+            while True:
+                revisions = await reading
+                # The next batch is read (and parsed, off the loop) while this one goes out.
+                reading = self._read_after(revisions[-1].sequence if revisions else self.cursor)
+                for escalation in revisions:
+                    event = panel_event(escalation, self.centre.area, self._zone(escalation), self._user(escalation))
+                    if event is not None:
+                        await self._exchange(self.centre.format.value, self._data(event), escalation)
+                        last_sent = loop.time()
+                    self.cursor = escalation.sequence
+                    self._save_wanted.set()
+                if revisions:
+                    continue
+                reading.cancel()
+                supervision = self.centre.supervision_s or None
+                try:
+                    async with asyncio.timeout_at(None if supervision is None else last_sent + supervision):
+                        await self._wake.wait()
+                except TimeoutError:
+                    await self._exchange("NULL", "", None)
+                    self.stats.supervision_acked += 1
                     last_sent = loop.time()
-                self.cursor = escalation.sequence
-                self._save_wanted.set()
-            if revisions:
-                continue
-            supervision = self.centre.supervision_s or None
-            timeout = None if supervision is None else max(0.0, last_sent + supervision - loop.time())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                await self._exchange("NULL", "", None)
-                self.stats.supervision_acked += 1
-                last_sent = loop.time()
+                reading = self._read_after(self.cursor)
+        finally:
+            reading.cancel()
+
+    def _read_after(self, sequence: int) -> asyncio.Future[list[Escalation]]:
+        self._wake.clear()  # before the read: whatever is stored after it starts wakes the wait
+        return asyncio.ensure_future(self.outbox.stored_after(sequence, BATCH))
 
     def _data(self, event: PanelEvent) -> str:
         return data(event, self.centre.account, self.centre.format)
@@ -263,6 +275,7 @@ class CentreLink:
             await self._save_wanted.wait()
             self._save_wanted.clear()
             await self._save()
+            await asyncio.sleep(SAVE_EVERY_S)  # a crash in between resends at most this much, each with its own sequence number
 
     async def _save(self) -> None:
         state = (self.cursor, self.sequence)

@@ -148,9 +148,8 @@ class Outbox:
         """Stored revisions with a sequence above `sequence`, oldest first, delivered or not (for readers with a cursor)."""
         if self._db is None:
             return []
-        rows = await self._run(lambda: self._db.execute(
-            "SELECT document FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit)).fetchall())
-        return [Escalation.from_json(doc) for (doc,) in rows]
+        return await self._run(lambda: [Escalation.from_json(doc) for (doc,) in self._db.execute(
+            "SELECT document FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit))])
 
     async def prune(self, delivered_before: float) -> int:
         """Delete revisions delivered before this time; returns how many. Undelivered ones are never deleted."""
