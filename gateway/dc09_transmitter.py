@@ -228,6 +228,8 @@ class CentreLink:
                 reason = f"{type(exc).__name__}: {exc}"
             else:
                 if response.acknowledges(self.sequence):
+                    if failures:
+                        log.info("event=dc09_delivered centre=%s sequence=%04d token=%s after_retries=%d", self.centre, self.sequence, token, failures)
                     self._acknowledged(token, escalation, loop.time())
                     return
                 if response.answer is dc09.Answer.DUH:
@@ -265,7 +267,7 @@ class CentreLink:
             return
         self.stats.acked += 1
         self._save_wanted.set()
-        log.info("event=dc09_ack centre=%s token=%s escalation=%s revision=%d", self.centre, token, escalation.id, escalation.revision)
+        log.debug("event=dc09_ack centre=%s token=%s escalation=%s revision=%d", self.centre, token, escalation.id, escalation.revision)
         if self.on_ack is not None:
             self.on_ack(escalation)
 
