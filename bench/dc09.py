@@ -28,17 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway import dc09
-from guardlink.siteconfig import BrokerUrl
 
 ACCOUNT = "B0A1"
 BENCH_KEY = "guardlink-bench-aes-256-key-0032"  # 32 ASCII characters: pysiaalarm takes the key as text, DC-09 as 256 bits
 GOAL_RATIO = 0.5
 GOAL_ACK_P99_MS = 20.0
-
-
-def receiver_key(hex_key: str) -> str:
-    """The key as pysiaalarm (and Home Assistant's SIA integration) take it: the 16/24/32 key bytes as ASCII text."""
-    return bytes.fromhex(hex_key).decode("ascii")
 
 
 @dataclass

@@ -162,8 +162,8 @@ def parse_response(raw: bytes, key: bytes | None = None) -> Response:
     if encrypted:
         if key is None:
             raise DecodeError("encrypted answer but no key for this account")
-        hex_part = re.match(r"[0-9A-Fa-f]*", rest)[0]
-        rest = decrypt(key, hex_part[len(hex_part) % 32:] if len(hex_part) % 32 else hex_part)
+        hex_tail = rest[len(rest.rstrip("0123456789ABCDEFabcdef")):]
+        rest = decrypt(key, hex_tail[len(hex_tail) % 32:])  # whole blocks: a response qualifier may come before them
     stamp = _TIMESTAMP.search(rest)
     return Response(
         answer=Answer(match["answer"]), sequence=int(match["seq"]), account=account[1].upper() if account else None,

@@ -62,8 +62,10 @@ class Channel:
         if self._writer is None:
             self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(centre.host, centre.port), centre.connect_timeout_s)
             log.info("event=dc09_connected centre=%s", centre)
-        self._writer.write(message)
-        await self._writer.drain()
+        writer = self._writer
+        assert writer is not None
+        writer.write(message)
+        await writer.drain()
 
     async def receive(self, deadline: float) -> bytes:
         """The next answer; Unanswered when none comes before `deadline` (loop time), OSError when the connection ends."""
@@ -156,7 +158,7 @@ class CentreLink:
             while True:
                 try:
                     await self._deliver_forever()
-                except Exception:  # noqa: BLE001 - a defect here must not stop the edge; the cursor says where to go on
+                except Exception:
                     log.exception("event=dc09_link_failed centre=%s after=%d", self.centre, self.cursor)
                     self._channel.close()
                     await asyncio.sleep(self.centre.retry_max_s)

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import running_mosquitto, wait_until
 
-from bench.dc09 import receiver_key, sia_receiver
+from bench.dc09 import sia_receiver
 from gateway import dc09
 from gateway.dc09_codes import CODES, data, panel_event
 from gateway.dc09_transmitter import CentreLink
@@ -19,6 +18,8 @@ from guardlink.alarmcentre import AlarmCentre, Dc09Format
 from guardlink.models import Escalation, EscalationStatus, Incident, IncidentKind, Location, Severity, SiteRef, iso
 from guardlink.siteconfig import parse_site
 from guardlink.yamlconfig import ConfigError
+
+from conftest import running_mosquitto, wait_until
 
 pysiaalarm = pytest.importorskip("pysiaalarm")
 ADM_MAPPING = pytest.importorskip("pysiaalarm.data.adm_mapping").ADM_MAPPING
