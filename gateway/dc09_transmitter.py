@@ -158,7 +158,7 @@ class CentreLink:
             while True:
                 try:
                     await self._deliver_forever()
-                except Exception:
+                except Exception:  # a defect here must not stop the edge; the cursor says where to go on
                     log.exception("event=dc09_link_failed centre=%s after=%d", self.centre, self.cursor)
                     self._channel.close()
                     await asyncio.sleep(self.centre.retry_max_s)
