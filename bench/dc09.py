@@ -171,16 +171,10 @@ def raw_loop(port: int, frames: list[bytes]) -> float:
 
 
 def site_yaml(port: int, hex_key: str) -> str:
-    return f"""
-site: {{id: bench-site, name: Benchmark site, district: bench, location: {{lat: 40.8421, lon: 111.7512}}}}
-police: {{broker: "mqtt://127.0.0.1:1", receipts: false}}
-devices:
-  - {{id: wear-a, driver: guardlink_wearable}}
-  - {{id: wear-b, driver: guardlink_wearable}}
-guards:
-  - {{id: g-a, name: Guard A, wearable: wear-a}}
-  - {{id: g-b, name: Guard B, wearable: wear-b}}
-alarm_centres:
+    """The latency benchmark's site, reporting to one alarm centre."""
+    from bench.latency import SITE_YAML
+
+    return SITE_YAML + f"""alarm_centres:
   - {{id: arc, host: 127.0.0.1, port: {port}, protocol: tcp, format: SIA-DCS, account: {ACCOUNT}, line: "1", receiver: "1", key: "{hex_key}", supervision_s: 0}}
 """
 

@@ -218,36 +218,30 @@ async def test_silence_is_retried_with_the_same_sequence_until_acknowledged(tmp_
     assert running.link.stats.retries == 2
 
 
-async def test_a_receiver_that_is_down_gets_everything_when_it_comes_up(tmp_path):
-    port = _free_port()
-    async with Running(tmp_path, centre(port)) as running:
-        await store(running.outbox, *(revision(i) for i in range(1, 6)))
-        await wait_until(lambda: running.link.stats.retries >= 2, 10, "retries while the receiver is down")
-        async with sia_receiver("tcp", {ACCOUNT: None}, port) as receiver:
-            await wait_until(lambda: len(receiver.events) >= 5, 15, "the backlog at the receiver")
-            await asyncio.sleep(0.2)
-    assert [e.sequence for e in receiver.events] == ["0001", "0002", "0003", "0004", "0005"]
-
-
 async def test_supervision_null_messages_at_the_interval(tmp_path):
     async with sia_receiver("tcp", {ACCOUNT: KEY_128}) as receiver, Running(tmp_path, centre(receiver.port, key=KEY_128, supervision_s=0.2)):
         await wait_until(lambda: len(receiver.events) >= 3, 5, "three supervision messages")
     assert {(e.message_type.value, e.code) for e in receiver.events} == {("NULL", "RP")}
 
 
-async def test_a_stopped_transmitter_resumes_from_its_cursor_with_nothing_lost_or_repeated(tmp_path):
+async def test_a_receiver_down_or_a_stopped_transmitter_loses_nothing_and_repeats_nothing(tmp_path):
     port = _free_port()
     async with Running(tmp_path, centre(port)) as running:
-        await store(running.outbox, *(revision(i) for i in range(1, 11)))
-        await wait_until(lambda: running.link.stats.retries >= 1, 10, "the receiver to be found down")
+        await store(running.outbox, *(revision(i) for i in range(1, 6)))
+        await wait_until(lambda: running.link.stats.retries >= 2, 10, "retries while the receiver is down")
+        async with sia_receiver("tcp", {ACCOUNT: None}, port) as first:
+            await wait_until(lambda: len(first.events) >= 5, 15, "the backlog once the receiver is up")
+        await store(running.outbox, *(revision(i) for i in range(6, 11)))
+        await wait_until(lambda: running.link.stats.retries >= 4, 10, "the receiver to be found down again")
     async with sia_receiver("tcp", {ACCOUNT: None}, port) as receiver:
         async with Running(tmp_path, centre(port)) as running:
-            await wait_until(lambda: len(receiver.events) >= 10, 15, "the ten alarms after the restart")
+            await wait_until(lambda: len(first.events) + len(receiver.events) >= 10, 15, "the other alarms after the restart")
             await store(running.outbox, revision(11))
-            await wait_until(lambda: len(receiver.events) >= 11, 15, "a new alarm after the backlog")
+            await wait_until(lambda: len(first.events) + len(receiver.events) >= 11, 15, "a new alarm after the backlog")
         async with Running(tmp_path, centre(port)):
             await asyncio.sleep(0.5)  # a third start has nothing left to send
-    assert [e.sequence for e in receiver.events] == [f"{n:04d}" for n in range(1, 12)]
+    # (a receiver that stops listening still answers on a connection it has open: `first` may have had the sixth)
+    assert [e.sequence for e in first.events + receiver.events] == [f"{n:04d}" for n in range(1, 12)]
 
 
 def test_edge_killed_with_unsent_alarms_delivers_each_exactly_once_after_restart(tmp_path, spawn):
