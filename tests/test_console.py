@@ -257,6 +257,9 @@ def test_a_press_at_the_edge_appears_on_the_board_and_on_the_map(district: Distr
     incident = district.press("btn-gate")
     row = board_row(tab, incident)
     row.wait_for(timeout=WAIT_MS)
+    assert "Panic alarm" in row.inner_text() and "CRITICAL" in row.inner_text()  # at once, from the stream's change
+    row = tab.locator(f"table.board tr[data-id='{incident}'][data-provisional=false]")  # then with its details
+    row.wait_for(timeout=WAIT_MS)
     assert "Panic alarm" in row.inner_text() and "Hohhot No. 3 Primary School" in row.inner_text() and "main-gate" in row.inner_text()
     assert "alarm" in row.get_attribute("class")  # critical and nobody acknowledged it: highlighted
     wait_for(lambda: int(tab.evaluate("document.body.dataset.alerts || 0")) >= 1, "the alert to sound")

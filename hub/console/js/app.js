@@ -111,6 +111,7 @@ async function enter(me) {
   document.body.classList.toggle("can-command", me.can_command);
   state.settings = await api.get("/api/console/settings");
   setZone(state.settings.timezone);
+  tickClock();
   document.getElementById("top").hidden = false;
   renderHeader();
   await start();

@@ -3,14 +3,14 @@
 import { h, replace } from "./dom.js";
 import { duration, label, t, time } from "./i18n.js";
 import { activeAssignments, assignmentLine } from "./guardlist.js";
-import { boardOrder, command, isOverdue, needsAcknowledgement, on, state } from "./store.js";
+import { boardOrder, command, detectedMs, isOverdue, needsAcknowledgement, on, state } from "./store.js";
 import { toast } from "./toast.js";
 
 export function mount(root) {
   const body = h("tbody");
   const empty = h("p", { class: "empty" }, t("board.empty"));
   const summary = h("div", { class: "summary" });
-  const table = h("table", { class: "board" },
+  const table = h("table", { class: "board incidents" },
     h("thead", {}, h("tr", {},
       ["severity", "kind", "site", "zone", "device", "status", "guards", "acknowledged", "age"].map((c) => h("th", { class: `col-${c}` }, t(`board.col.${c}`))))),
     body);
@@ -41,20 +41,21 @@ export function mount(root) {
     tr.dataset.severity = r.severity;
     tr.dataset.revision = r.revision;
     tr.dataset.status = r.status;
+    tr.dataset.provisional = r.provisional ? "true" : "false";
     const guards = activeAssignments(r.assignments);
     replace(tr,
       h("td", { class: "col-severity" }, h("span", { class: `sev sev-${r.severity}` }, label("severity", r.severity))),
       h("td", { class: "col-kind" }, h("b", {}, label("kind", r.kind)), r.test ? h("span", { class: "badge test" }, t("board.test")) : null),
       h("td", { class: "col-site" }, h("div", {}, r.site_name || r.site), r.community ? h("small", {}, r.community) : null),
-      h("td", { class: "col-zone" }, r.zone || "—"),
-      h("td", { class: "col-device" }, r.device),
+      h("td", { class: "col-zone" }, r.provisional ? "…" : r.zone || "—"),
+      h("td", { class: "col-device" }, r.provisional ? "…" : r.device),
       h("td", { class: "col-status" }, h("span", { class: `status status-${r.status}` }, label("status", r.status))),
       h("td", { class: "col-guards" }, guards.length ? guards.map(assignmentLine)
         : r.guards_needed ? h("span", { class: "muted" }, t("board.no_guards_yet", { n: r.guards_needed })) : h("span", { class: "muted" }, "—")),
       h("td", { class: "col-acknowledged" }, r.acknowledged_by ? h("span", { class: "acked" }, "✓ ", r.acknowledged_by)
         : state.me.can_command && !r.test ? h("button", { type: "button", class: "ack", onclick: () => acknowledge(r.id) }, t("action.acknowledge"))
         : h("span", { class: "muted" }, needsAcknowledgement(r) ? t("board.not_acknowledged") : "—")),
-      h("td", { class: "col-age age", title: time(r.detected_at) }, duration((Date.now() - Date.parse(r.detected_at)) / 1000)),
+      h("td", { class: "col-age age", title: time(r.detected_at) }, duration((Date.now() - detectedMs(r)) / 1000)),
     );
   }
 
@@ -75,7 +76,6 @@ export function mount(root) {
     }
   }
 
-  let order = [];
   function render(changed) {
     const ids = changed ? changed : [...state.incidents.keys()];
     for (const id of ids) {
@@ -88,9 +88,12 @@ export function mount(root) {
     }
     if (!changed) for (const id of [...rows.keys()]) if (!state.incidents.has(id)) { rows.get(id).remove(); rows.delete(id); }
     const next = boardOrder(state.incidents.values()).map((r) => r.id);
-    if (next.length !== order.length || next.some((id, i) => id !== order[i]) || body.children.length !== next.length) {
-      body.append(...next.map((id) => rows.get(id)));
-      order = next;
+    // Move only rows out of place: a new incident is one insertion, not the whole table laid out again.
+    let at = body.firstElementChild;
+    for (const id of next) {
+      const tr = rows.get(id);
+      if (tr === at) at = at.nextElementSibling;
+      else body.insertBefore(tr, at);
     }
     empty.hidden = next.length > 0;
     table.hidden = next.length === 0;
@@ -102,7 +105,7 @@ export function mount(root) {
     for (const [id, tr] of rows) {
       const r = state.incidents.get(id);
       if (!r) continue;
-      tr.lastElementChild.textContent = duration((now - Date.parse(r.detected_at)) / 1000);
+      tr.lastElementChild.firstChild.nodeValue = duration((now - detectedMs(r)) / 1000);
       const overdue = isOverdue(r, now);
       if (overdue !== tr.classList.contains("overdue")) {
         tr.classList.toggle("overdue", overdue);

@@ -1,7 +1,7 @@
 // The sites board: offline sites on top, then the rest; liveness, backlog and revisions the hub has not receipted.
 
 import { h, replace } from "./dom.js";
-import { ago, dateTime, t } from "./i18n.js";
+import { ago, dateTime, t, time } from "./i18n.js";
 import { on, refreshSites, state } from "./store.js";
 
 export function mount(root) {
@@ -23,7 +23,7 @@ export function mount(root) {
       h("td", {}, h("span", { class: s.online ? "pill online" : "pill offline" }, s.online ? t("sites.online") : t("sites.offline"))),
       h("td", {}, h("b", {}, s.id)),
       h("td", {}, s.community || "—"),
-      h("td", { title: dateTime(s.since) }, s.since ? ago(s.since) : t("common.never")),
+      h("td", { title: dateTime(s.since) }, s.since ? [time(s.since), h("small", {}, ago(s.since))] : t("common.never")),
       h("td", { title: dateTime(s.last_heartbeat) }, s.last_heartbeat ? ago(s.last_heartbeat) : "—"),
       h("td", { class: s.backlog ? "num warn-text" : "num" }, s.backlog ?? "—"),
       h("td", { class: s.unreceipted ? "num warn-text" : "num" }, s.unreceipted ?? "—",

@@ -43,8 +43,13 @@ export function needsAcknowledgement(row) {
   return !row.acknowledged_by && !row.test && row.severity !== "info";
 }
 
+/** When it was detected, in epoch ms (parsed once per row). */
+export function detectedMs(row) {
+  return (row.detectedMs ??= Date.parse(row.detected_at));
+}
+
 export function isOverdue(row, now = Date.now()) {
-  return needsAcknowledgement(row) && now - Date.parse(row.detected_at) > state.settings.ack_within_s * 1000;
+  return needsAcknowledgement(row) && now - detectedMs(row) > state.settings.ack_within_s * 1000;
 }
 
 export function guardKey(site, id) {
@@ -65,6 +70,11 @@ export async function start() {
   const [sites, guards] = await Promise.all([api.get("/api/sites"), api.get("/api/guards")]);
   state.sites = new Map(sites.map((s) => [s.id, s]));
   state.guards = new Map(guards.map((g) => [guardKey(g.site, g.id), g]));
+  guardsOfSite.clear();
+  for (const g of guards) {
+    if (!guardsOfSite.has(g.site)) guardsOfSite.set(g.site, new Set());
+    guardsOfSite.get(g.site).add(guardKey(g.site, g.id));
+  }
   emit("incidents", null);
   emit("sites", null);
   emit("guards", null);
@@ -141,7 +151,9 @@ async function recover(stream) {
 function apply(change) {
   const p = change.payload || {};
   if (change.kind === "escalation") {
-    if (p.latest !== false) want(change.key);
+    if (p.latest === false) return; // an older revision arriving late
+    sketch(change);
+    want(change.key);
   } else if (change.kind === "site") {
     const before = state.sites.get(change.key) || { id: change.key };
     state.sites.set(change.key, { ...before, ...p, id: change.key });
@@ -150,6 +162,8 @@ function apply(change) {
     applyGuards(change.key, p);
   }
 }
+
+const guardsOfSite = new Map(); // site -> Set of guard keys, so a report replaces its site's roster without a scan of all guards
 
 function applyGuards(site, report) {
   const at = report.at;
@@ -163,13 +177,34 @@ function applyGuards(site, report) {
       accuracy_m: guard.accuracy_m ?? null, position_at: guard.position_at ?? null, updated_at: at,
     });
   }
-  for (const [key, guard] of state.guards) {
-    if (guard.site === site && !seen.has(key)) state.guards.delete(key); // a report is the site's whole roster
+  for (const key of guardsOfSite.get(site) || []) {
+    if (!seen.has(key)) state.guards.delete(key); // a report is the site's whole roster
   }
+  guardsOfSite.set(site, seen);
   emit("guards", site);
 }
 
 // --- incidents: a change names one, its board row is read (batched: one request for everything waiting) -------------
+
+/** What the change itself says, shown at once (severity, kind, site, status: enough to act on and to sound the alert);
+ * the device, zone, guards and the site's name follow with the row read from the hub a moment later. */
+function sketch(change) {
+  const p = change.payload;
+  const known = state.incidents.get(change.key);
+  if (known && known.revision >= p.revision) return;
+  if (FINAL.has(p.status)) {
+    if (known) {
+      state.incidents.delete(change.key);
+      emit("incidents", [change.key]);
+    }
+    return;
+  }
+  const row = known
+    ? { ...known, revision: p.revision, status: p.status, severity: p.severity }
+    : { id: change.key, site: p.site, community: p.community, site_name: null, revision: p.revision, status: p.status, kind: p.kind, severity: p.severity,
+        device: null, zone: null, test: p.kind === "test", guards_needed: 0, acknowledged_by: null, assignments: [], detected_at: change.at, provisional: true };
+  upsert([row]);
+}
 
 const wanted = new Set();
 let reading = false;
@@ -221,14 +256,11 @@ function upsert(rows) {
 
 /** Sorted for the board: severity, those waiting for the police first, then the newest first; test presses last. */
 export function boardOrder(rows) {
-  return [...rows].sort(
-    (a, b) =>
-      Number(a.test) - Number(b.test) ||
-      SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity] ||
-      Number(needsAcknowledgement(b)) - Number(needsAcknowledgement(a)) ||
-      Date.parse(b.detected_at) - Date.parse(a.detected_at) ||
-      (a.id < b.id ? 1 : -1),
-  );
+  const rank = (r) => Number(r.test) * 8 + SEVERITY_RANK[r.severity] * 2 + (needsAcknowledgement(r) ? 0 : 1);
+  return [...rows]
+    .map((r) => [rank(r), detectedMs(r), r])
+    .sort((a, b) => a[0] - b[0] || b[1] - a[1] || (a[2].id < b[2].id ? 1 : -1))
+    .map((entry) => entry[2]);
 }
 
 export async function command(id, body) {
