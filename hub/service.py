@@ -59,10 +59,11 @@ async def serve(
     await asyncio.to_thread(migrate, engine)
     intake = Intake(config, engine, broker=broker)
     host, port = parse_listen(listen or config.listen)
-    server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=2))  # an open live stream must not hold up a stop
     intake_task = asyncio.create_task(intake.run(), name="intake")
+    serving = asyncio.create_task(server.serve(), name="http")
     try:
-        serving = asyncio.create_task(server.serve(), name="http")
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
         if server.started:
@@ -75,7 +76,9 @@ async def serve(
         for task in done:
             task.result()  # an intake or server that stopped by itself says why
     finally:
-        server.should_exit = True
+        server.should_exit = True  # a graceful stop: open streams end, the lifespan finishes, no traceback
+        with suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(serving), timeout=5)
         intake_task.cancel()
         with suppress(asyncio.CancelledError):
             await intake_task

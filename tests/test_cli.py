@@ -10,8 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import jsonschema
 from conftest import GUARDLINK, REPO, SCHOOL, stop_process
+
+from edge.embedded_broker import free_tcp_port
 
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
 
@@ -30,6 +33,28 @@ def test_demo_json_prints_valid_escalations_and_exits_zero():
         assert doc["schema"] == "guardlink.escalation/1"
     assert len({(json.loads(line)["id"], json.loads(line)["revision"]) for line in lines}) == len(lines), "each revision once"
     assert "summary:" in result.stderr
+
+
+def test_the_demos_escalations_reach_its_command_centre_and_are_confirmed(tmp_path):
+    port = free_tcp_port()
+    demo = subprocess.Popen(
+        [*GUARDLINK, "demo", "--duration", "12", "--press-every", "1", "--json", "--seed", "5", "--hub-listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        banner = read_lines_until(demo.stderr, lambda line: "command centre http://" in line, timeout_s=60)
+        assert banner and f"http://127.0.0.1:{port}/console/" in banner[-1], banner
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as hub:
+            assert hub.post("/api/login", json={"name": "demo", "password": "demo-dispatcher"}).status_code == 200
+            deadline = time.monotonic() + 30
+            while (total := hub.get("/api/incidents").json()["total"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert total >= 2, "the demo's presses are stored at the command centre"
+        out, err = demo.communicate(timeout=60)
+    finally:
+        stop_process(demo)
+    assert demo.returncode == 0, err
+    assert "the command centre confirmed" in err
 
 
 def read_lines_until(stream, predicate: Callable[[str], bool], timeout_s: float) -> list[str]:
@@ -87,7 +112,7 @@ def test_edge_refuses_a_broken_site_file_with_file_line_col(tmp_path: Path):
     assert result.returncode == 1
     line_no = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "aqara-wxkg11\n" in line + "\n")
     known = ", ".join(sorted(p.stem for p in (tmp_path / "templates").glob("*.yaml")))
-    assert result.stderr.splitlines() == [f"{bad}:{line_no}:15: device 'btn-hall' uses unknown template 'aqara-wxkg11' (known: {known})"]
+    assert result.stderr.splitlines() == [f"{bad}:{line_no}:15: device 'btn-hall' uses unknown template 'aqara-wxkg11' (known: {known}; looked in {tmp_path / 'templates'})"]
 
 
 def test_schema_command_prints_the_committed_schema():
