@@ -11,6 +11,7 @@ BENCHMARKS = {
     "ingest": "device events decoded and evaluated by the edge, vs a raw paho subscriber on the same broker",
     "vision": "camera motion core vs a reference OpenCV pipeline, whole pipeline vs decode only, two cameras vs one",
     "hub": "escalation revisions stored by the hub into SQLite and PostgreSQL, vs a raw paho subscriber; publish -> committed p99",
+    "console": "panic press -> row visible on the console's board in Chromium with 2,000 guards moving, vs the hub's own stream",
     "dc09": "alarms acknowledged by a SIA DC-09 receiver (TCP, AES-256) through the edge, vs a bare socket loop; press -> ACK p99",
 }
 
