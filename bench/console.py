@@ -242,7 +242,7 @@ def running(args: list[str], log: Path, ready: str, timeout_s: float = 60) -> It
         stop_process(proc)
 
 
-def busy_fraction(page, since_ms: float, until_ms: float) -> float:  # noqa: ANN001 (a Playwright page)
+def busy_fraction(page, since_ms: float, until_ms: float) -> float:
     tasks = page.evaluate("window.__longtasks")
     busy = sum(max(0.0, min(start + length, until_ms) - max(start, since_ms)) for start, length in tasks)
     return busy / (until_ms - since_ms)
@@ -369,7 +369,7 @@ def rng_gap(n: int) -> float:
     return 0.2 + (n * 37 % 100) / 1000  # 0.2-0.3 s, deterministic
 
 
-def _wait(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
+def _wait(condition, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -64,7 +64,7 @@ def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Re
     community_sites = {c.id: c.sites for c in config.communities}
     asking = Depends(user)  # a default value, not an annotation: annotations are strings here, resolved at module level
 
-    def visible(query: Any, column: Any, who: Principal) -> Any:  # noqa: ANN401 (a select and a column)
+    def visible(query: Any, column: Any, who: Principal) -> Any:
         sites = who.visible_sites(community_sites)
         return query if sites is None else query.where(column.in_(sites))
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -109,7 +108,7 @@ class District:
     shots: Path
     browser: object
 
-    def login(self, user: str = "desk", page: str = "#/board"):  # noqa: ANN201 (a Playwright page)
+    def login(self, user: str = "desk", page: str = "#/board"):
         """A new browser context logged in through the console's form; the page shows `page`."""
         context = self.browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US")
         tab = context.new_page()
@@ -121,7 +120,7 @@ class District:
         tab.wait_for_selector("body[data-ready]", state="attached", timeout=WAIT_MS)
         return tab
 
-    def shot(self, tab, name: str) -> Path:  # noqa: ANN001
+    def shot(self, tab, name: str) -> Path:
         path = self.shots / f"{name}.png"
         tab.screenshot(path=str(path), full_page=False)
         return path
@@ -217,7 +216,7 @@ def no_page_errors() -> Iterator[None]:
     assert not errors, f"the console threw: {errors}"
 
 
-def board_row(tab, incident: str):  # noqa: ANN001, ANN201
+def board_row(tab, incident: str):
     return tab.locator(f"table.board tr[data-id='{incident}']")
 
 
@@ -272,7 +271,7 @@ def test_a_press_at_the_edge_appears_on_the_board_and_on_the_map(district: Distr
     assert tab.locator(".leaflet-tile").count() == 0  # no tile server configured: nothing fetched from outside
     district.shot(tab, "map")
     tab.click(f"path[data-incident='{incident}']")
-    tab.wait_for_selector(f".incident-head[data-revision]")
+    tab.wait_for_selector(".incident-head[data-revision]")
     assert incident in tab.url
     tab.context.close()
 

@@ -152,7 +152,7 @@ export function mount(root, id) {
   function evidence(d) {
     return h("div", { class: "evidence" }, h("h2", {}, t("incident.evidence")),
       d.evidence.length ? d.evidence.map((e) => h("figure", { class: `evidence-item ${e.kind}` },
-        e.url ? (e.kind === "clip" ? h("video", { src: e.url, controls: true, preload: "metadata" }) : h("img", { src: e.url, alt: t("evidence.snapshot_of", { camera: e.camera }) }))
+        e.url && e.uploaded !== false ? (e.kind === "clip" ? h("video", { src: e.url, controls: true, preload: "metadata" }) : h("img", { src: e.url, alt: t("evidence.snapshot_of", { camera: e.camera }) }))
           : h("div", { class: "not-uploaded" }, t("evidence.not_uploaded")),
         h("figcaption", {}, `${label("evidence", e.kind)} · ${e.camera} · ${time(e.start)}${e.kind === "clip" ? `–${time(e.end)}` : ""}`)))
         : h("p", { class: "muted" }, t("evidence.none")));
@@ -160,11 +160,14 @@ export function mount(root, id) {
 
   load();
   const off = on("change", (change) => {
-    if ((change.kind === "escalation" || change.kind === "command") && change.key === id) load();
+    if (change.key === id && change.kind !== "site" && change.kind !== "guards") load();
   });
+  let ticks = 0;
   const timer = setInterval(() => {
     const age = page.querySelector(".age");
     if (age && detail) age.textContent = t("incident.age", { age: duration((Date.now() - Date.parse(detail.detected_at)) / 1000) });
+    // the edge uploads evidence after the alarm, in the background: look again while some is still on its way
+    if (++ticks % 5 === 0 && detail && detail.evidence.some((e) => e.uploaded === false)) load();
   }, 1000);
   return () => {
     off();

@@ -122,7 +122,7 @@ function connect() {
       retryTimer = setTimeout(() => recover(stream), 1000);
     }
   };
-  for (const kind of ["escalation", "site", "guards", "command"]) {
+  for (const kind of ["escalation", "site", "guards", "command", "evidence"]) {
     stream.addEventListener(kind, (event) => {
       if (source !== stream) return;
       const change = JSON.parse(event.data);
