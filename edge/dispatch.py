@@ -134,6 +134,11 @@ class Dispatcher:
         final = EscalationStatus.RESOLVED if answer is Answer.RESOLVED else EscalationStatus.FALSE_ALARM
         return self._finish(job, final, now, {guard: AssignmentState.DONE})
 
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (NTP): offer deadlines move with it, so no offer times out early or late."""
+        for job in self.jobs.values():
+            job.deadlines = {guard: deadline + seconds for guard, deadline in job.deadlines.items()}
+
     def expire(self, now: float) -> list[Step]:
         """Offers past their timeout pass to the next guard; jobs nobody could take try again."""
         steps = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -65,6 +65,11 @@ class GuardBoard:
         else:
             self.index.upsert(status.guard.id, event.location.lat, event.location.lon, status.guard.roles, self._free(status))
         return status
+
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (NTP): positions keep their age."""
+        for guard, placed in list(self._placed.items()):
+            self._placed[guard] = self.guards[guard].placed = replace(placed, seen_at=placed.seen_at + seconds)
 
     def on_duty(self, status: GuardStatus, now: float) -> bool:
         """On duty by the guard's switch and schedule (site local time)."""

@@ -113,6 +113,12 @@ class Intake:
         filters.update(t for t in self.routes if not any(topic_matches(f, t) for f in filters))
         self.filters = sorted(filters)
 
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (NTP): flood budgets and reboot silences keep counting from the same moments."""
+        for route in self.routes.values():
+            route.bucket.updated += seconds
+        self.replays.shift(seconds)
+
     def decode(self, topic: str, payload: bytes, now: float, *, retained: bool = False) -> list[Event]:
         """Events in one message; [] (counted and logged) when the sender is unknown, the payload bad or unwanted."""
         route = self.routes.get(topic)

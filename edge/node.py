@@ -65,13 +65,17 @@ class EdgeNode:
         police_broker: BrokerUrl,
         outbox_path: Path,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
         status_every_s: float = 10.0,
         evidence_dir: Path | None = None,
     ) -> None:
-        """`evidence_dir` holds camera snapshots and clips (default: `evidence` next to the outbox)."""
+        """`evidence_dir` holds camera snapshots and clips (default: `evidence` next to the outbox). `clock` is the wall
+        clock (times in documents); `monotonic` tells a step of it (NTP) from time passing: time.monotonic with the
+        real clock, none (no step detection) with an injected one unless given."""
         self.config = config
         self.site_broker = site_broker
         self.clock = clock
+        self.monotonic = monotonic or (time.monotonic if clock is time.time else None)
         police = config.police
         self.outbox = Outbox(outbox_path, clock=clock, receipt_timeout_s=police.receipt_timeout_s if police.receipts else None)
         self.router = Router(config, clock(), holds=self.outbox.holds, next_sequence=self.outbox.next_sequence)
@@ -281,9 +285,13 @@ class EdgeNode:
 
     async def _tick(self) -> None:
         saved_at = self.clock()
+        steps = ClockSteps(self.clock, self.monotonic) if self.monotonic else None
         while True:
             await asyncio.sleep(self.config.supervision.check_every_s)
             try:
+                if steps is not None and (step := steps.check()):
+                    log.warning("event=clock_stepped seconds=%.3f action=%r", step, "deadlines and ages moved with it")
+                    self.router.shift(step)
                 plan = self.router.tick(self.clock())
                 self._home_assistant()  # shifts start and end
                 work = self._effects(plan)
@@ -411,6 +419,20 @@ class EdgeNode:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("event=task_failed task=%s", task.get_coro(), exc_info=task.exception())
+
+
+class ClockSteps:
+    """Tells when the wall clock jumped (an NTP step, an operator setting the time) rather than ran."""
+
+    def __init__(self, wall: Callable[[], float], monotonic: Callable[[], float], tolerance_s: float = 1.0) -> None:
+        self.wall, self.monotonic, self.tolerance_s = wall, monotonic, tolerance_s
+        self._offset = wall() - monotonic()
+
+    def check(self) -> float:
+        """How far the wall clock stepped since the last check (0.0 when it only ran)."""
+        offset = self.wall() - self.monotonic()
+        step, self._offset = offset - self._offset, offset
+        return step if abs(step) > self.tolerance_s else 0.0
 
 
 def _once(action: Callable[[], None]) -> Callable[[], None]:

@@ -116,6 +116,11 @@ class ReplayGuard:
             del state.boots[old]
         return Verdict.NEW
 
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (NTP): silences are measured from the same moments as before."""
+        for state in self._devices.values():
+            state.at += seconds
+
     def snapshot(self) -> dict[str, list[list[int | None]]]:
         """Per device, each remembered boot with its newest seq taken (JSON-ready), to restore after a restart."""
         return {device: [[boot, w.newest] for boot, w in state.boots.items()] for device, state in self._devices.items()}

@@ -209,6 +209,13 @@ class Router:
                 self.wearables.reopen(device, kind)
         return resumed
 
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (an NTP correction): every deadline and age keeps its length, so offers,
+        heartbeats and pre-alarms neither fire in bulk nor wait an hour. Documents keep telling the wall time."""
+        for part in (self.intake, self.board, self.dispatcher, self.wearables, self.supervisor):
+            part.shift(seconds)
+        self._camera_quiet_until = {rule: until + seconds for rule, until in self._camera_quiet_until.items()}
+
     # -- decisions ---------------------------------------------------------------------------------
 
     def _observe(self, plan: Plan, event: Event, now: float) -> None:

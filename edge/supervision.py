@@ -78,6 +78,11 @@ class Supervisor:
         watched.sensing = watched.sensing | {condition} if active else watched.sensing - {condition}
         return [Change(device, condition, active, f"{condition.value.replace('_', ' ')} {'detected' if active else 'cleared'}")]
 
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (NTP): silence is measured from the same moments as before."""
+        for watched in self.devices.values():
+            watched.last_seen += seconds
+
     def reopen(self, device: str, kind: IncidentKind) -> None:
         """A condition was still open when the edge stopped: its clearing must still be noticed."""
         watched = self.devices.get(device)

@@ -44,6 +44,13 @@ class WearableWatch:
         self._heart_alarm: set[str] = set()
         self._off_post: set[str] = set()
 
+    def shift(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds` (NTP): fall, stillness and pre-alarm timers keep their length."""
+        for m in self._motion.values():
+            for name in ("freefall_at", "fallen_at", "tilted_since", "still_since", "prealarm_until"):
+                if (at := getattr(m, name)) is not None:
+                    setattr(m, name, at + seconds)
+
     # -- man-down --------------------------------------------------------------------------------
 
     def motion(self, event: Event) -> PreAlarmStarted | None:

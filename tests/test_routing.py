@@ -6,6 +6,8 @@ import itertools
 import json
 
 from device_drivers import guardlink_wearable, zigbee2mqtt
+from edge.dispatch import Step
+from edge.node import ClockSteps
 from edge.routing import DEVICE_SOURCE, Inbound, Router, device_confirmation
 from guardlink import topics
 from guardlink.geo import LatLon
@@ -77,3 +79,34 @@ def test_time_alone_raises_a_silent_device(school):
     assert not r.tick(NOW + 1).stores
     plan = r.tick(NOW + 4 * 30)  # a wearable's heartbeat is 30 s; three missed
     assert {s.escalation.incident.device for s in plan.steps if s.escalation.incident.kind is IncidentKind.DEVICE_OFFLINE} >= {"wear-li"}
+
+
+def test_a_wall_clock_step_fires_no_offer_and_silences_no_device(school):
+    def placed_router() -> tuple[Router, Step]:
+        r = router(school)
+        for n, wearable in enumerate(("wear-li", "wear-zhang", "wear-wang")):
+            report = guardlink_wearable.position_payload(n, LatLon(40.8422 + n / 1000, 111.7512), 5.0, boot=1)
+            r.route(Inbound(topics.native_device_uplink(SITE, wearable), report), NOW)
+        [opened] = r.route(Inbound("zigbee2mqtt/btn-gate", zigbee2mqtt.button_payload("single")), NOW).steps
+        return r, opened
+
+    stepped = NOW + 3600 + 2  # NTP set the clock an hour ahead, two seconds after the offer
+    unaware, _ = placed_router()
+    assert unaware.tick(stepped).stores, "without knowing of the step, every deadline and heartbeat fires at once"
+    aware, _ = placed_router()
+    aware.shift(3600)
+    assert not aware.tick(stepped).stores
+    assert aware.tick(stepped + school.dispatch.offer_timeout_s).stores, "the offer still times out, on its own time"
+
+
+def test_clock_steps_are_told_from_time_running():
+    wall, mono = [NOW], [100.0]
+    steps = ClockSteps(lambda: wall[0], lambda: mono[0])
+    wall[0] += 5
+    mono[0] += 5
+    assert steps.check() == 0.0
+    wall[0] += 3600 + 1
+    mono[0] += 1
+    assert steps.check() == 3600.0
+    wall[0] += 0.3  # NTP slewing the clock, a little at a time
+    assert steps.check() == 0.0
