@@ -79,10 +79,30 @@ export async function start() {
   emit("sites", null);
   emit("guards", null);
   connect();
+  clearInterval(healthTimer);
+  healthTimer = setInterval(checkHealth, HEALTH_EVERY_MS);
+}
+
+// A dropped network may leave the stream open but silent (its keepalives are comments, which EventSource does not show):
+// ask the hub every few seconds, and start the stream over when it does not answer.
+const HEALTH_EVERY_MS = 5000;
+let healthTimer = null;
+
+async function checkHealth() {
+  if (stopped || !source) return;
+  const answer = await fetch("/health", { signal: AbortSignal.timeout(4000), cache: "no-store" }).catch(() => null);
+  if (stopped || !source) return;
+  if (answer && answer.ok) return;
+  setConnection("reconnecting");
+  const stream = source;
+  stream.close();
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(() => recover(stream), 1000);
 }
 
 export function stop() {
   stopped = true;
+  clearInterval(healthTimer);
   clearTimeout(retryTimer);
   if (source) source.close();
   source = null;
