@@ -70,6 +70,21 @@ class ConsoleSettings(_Model):
     tile_attribution: str = Field(default="", max_length=300, description="credit shown on the map for the tiles")
 
 
+class RegisterSettings(_Model):
+    """The district register of guards: who may be sent (hub/register.py), and how rosters reach the sites."""
+
+    training_hours_min: float = Field(default=16, ge=0, le=2000, description="periodic training a guard needs in the last 12 months to be sent")
+    expiring_within_days: int = Field(default=30, ge=1, le=365, description="vetting ending within this many days is listed as expiring soon")
+    id_key_file: str | None = Field(
+        default=None, description="file holding the secret key of the ID-number hash (HMAC-SHA256); else the GUARDLINK_ID_KEY environment variable. Never in the repository"
+    )
+    signing_key: str | None = Field(
+        default=None, description="the district's Ed25519 private key (PEM, mode 600) signing site rosters; none: rosters are not published"
+    )
+    roster_debounce_s: float = Field(default=0.2, ge=0, le=60, description="rosters go out this long after the last register change of a burst")
+    roster_every_s: float = Field(default=300, gt=0, le=86400, description="rosters are re-derived this often even without changes (vetting ends with time)")
+
+
 class DistrictConfig(_Model):
     """A district command centre: who it is, where its broker and database are, its communities and their sites."""
 
@@ -86,6 +101,7 @@ class DistrictConfig(_Model):
     communities: list[Community] = Field(default_factory=list)
     settings: HubSettings = Field(default_factory=HubSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    register: RegisterSettings = Field(default_factory=RegisterSettings)
 
     @field_validator("broker")
     @classmethod

@@ -92,8 +92,23 @@ def sign_config(key: Ed25519PrivateKey, site: str, device: str, version: int, co
         "schema": CONFIG_SCHEMA, "site": site, "device": device, "version": version,
         "issued_at": issued_at, "config": config, "key_id": key_id(key.public_key()),
     }
-    signature = base64.b64encode(key.sign(canonical(unsigned))).decode()
-    return SignedConfig.model_validate(unsigned | {"signature": signature})
+    return SignedConfig.model_validate(unsigned | {"signature": sign(key, unsigned)})
+
+
+def sign(key: Ed25519PrivateKey, unsigned: dict[str, Any]) -> str:
+    """The base64 Ed25519 signature over a document's canonical JSON (every signed guardlink document: configs, rosters)."""
+    return base64.b64encode(key.sign(canonical(unsigned))).decode()
+
+
+def check_signature(doc: dict[str, Any], public_key: Ed25519PublicKey, signer: str = "the site key") -> None:
+    """ConfigRefused unless `doc["signature"]` is `public_key`'s signature over the canonical JSON of the other fields."""
+    if not isinstance(doc.get("signature"), str) or not doc["signature"]:
+        raise ConfigRefused("unsigned", "the document carries no signature")
+    unsigned = {k: v for k, v in doc.items() if k != "signature"}
+    try:
+        public_key.verify(base64.b64decode(doc["signature"], validate=True), canonical(unsigned))
+    except (InvalidSignature, ValueError):
+        raise ConfigRefused("bad_signature", f"not signed by {signer} {key_id(public_key)}") from None
 
 
 def verify_config(payload: bytes, public_key: Ed25519PublicKey, *, site: str, device: str, applied_version: int = 0) -> SignedConfig:
@@ -103,13 +118,7 @@ def verify_config(payload: bytes, public_key: Ed25519PublicKey, *, site: str, de
         signed = SignedConfig.model_validate(doc)
     except (ValueError, ValidationError) as exc:
         raise ConfigRefused("malformed", str(exc)[:200]) from None
-    if not isinstance(doc.get("signature"), str) or not doc["signature"]:
-        raise ConfigRefused("unsigned", "the configuration carries no signature")
-    unsigned = {k: v for k, v in doc.items() if k != "signature"}
-    try:
-        public_key.verify(base64.b64decode(doc["signature"], validate=True), canonical(unsigned))
-    except (InvalidSignature, ValueError):
-        raise ConfigRefused("bad_signature", f"not signed by the site key {key_id(public_key)}") from None
+    check_signature(doc, public_key)
     if signed.site != site or signed.device != device:
         raise ConfigRefused("wrong_device", f"for {signed.site}/{signed.device}, not {site}/{device}")
     if signed.version <= applied_version:
@@ -117,10 +126,10 @@ def verify_config(payload: bytes, public_key: Ed25519PublicKey, *, site: str, de
     return signed
 
 
-def create_keys(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
-    """Create the site signing key (private: owner read/write only) and its public half."""
+def create_keys(directory: Path, *, force: bool = False, stem: str = "site-signing") -> tuple[Path, Path]:
+    """Create a signing key `<stem>.key` (private: owner read/write only) and its public half `<stem>.pub` (default: the site's)."""
     directory.mkdir(parents=True, exist_ok=True)
-    private_path, public_path = directory / PRIVATE_KEY_FILE, directory / PUBLIC_KEY_FILE
+    private_path, public_path = directory / f"{stem}.key", directory / f"{stem}.pub"
     if private_path.exists() and not force:
         raise FileExistsError(f"{private_path} exists; keep it (devices trust it) or pass --force to replace it")
     key = Ed25519PrivateKey.generate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Collection, Iterator
@@ -373,12 +374,24 @@ class PoliceUplink(_Model):
         " (false for a bare police broker with no command centre: the broker's acknowledgement then ends a revision's journey)",
     )
     receipt_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="resend a revision not confirmed after this long (backing off to 10 min)")
+    roster_key: str | None = Field(
+        default=None,
+        description="the district's public key (base64, district-signing.pub): the edge then takes its guards from the signed roster the"
+        " command centre publishes, which wins over `guards` below once one is applied; none: the site file's guards only",
+    )
 
     @field_validator("broker")
     @classmethod
     def _valid_url(cls, url: str) -> str:
         BrokerUrl.parse(url)
         return url
+
+    @field_validator("roster_key")
+    @classmethod
+    def _valid_key(cls, key: str | None) -> str | None:
+        if key is not None and len(base64.b64decode(key.strip(), validate=True)) != 32:  # binascii.Error is a ValueError
+            raise ValueError("an Ed25519 public key is 32 bytes in base64: the content of district-signing.pub")
+        return key
 
 
 class Supervision(_Model):

@@ -113,3 +113,13 @@ def police_escalations_filter(district: str = "+", site: str = "+") -> str:
 def police_site_status_filter(district: str = "+", site: str = "+") -> str:
     """Subscription filter for site status; '+' means every district or site."""
     return police_site_status(district, site)
+
+
+def police_roster(district: str, site: str) -> str:
+    """A site's roster from the district register, signed, retained (QoS 1): the guards the edge may send."""
+    return f"{ROOT}/police/{district}/{site}/roster"
+
+
+def police_roster_applied(district: str, site: str) -> str:
+    """Where an edge reports the roster version it applied, or why it refused one (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/roster/applied"
