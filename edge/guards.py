@@ -25,6 +25,8 @@ class GuardStatus:
     placed: Placed | None = None
     job: str | None = None  # the escalation the guard is offered or assigned
     reachable: bool = True  # false while the guard's wearable is offline: an offer could not reach them
+    until: float | None = None  # no new offers from this moment (the roster's end of the guard's vetting)
+    leaving: bool = False  # left off the roster: finishes the job in hand, gets no new offers, then leaves the board
 
     @property
     def point(self) -> LatLon | None:
@@ -73,7 +75,7 @@ class GuardBoard:
 
     def on_duty(self, status: GuardStatus, now: float) -> bool:
         """On duty by the guard's switch and schedule (site local time)."""
-        if not status.guard.on_duty:
+        if not status.guard.on_duty or status.leaving or (status.until is not None and now >= status.until):
             return False
         if not status.shifts:
             return True
@@ -107,6 +109,36 @@ class GuardBoard:
         """The guard's job is over: available again if on duty."""
         status = self.guards[guard]
         self.set_state(guard, GuardState.AVAILABLE if self.on_duty(status, now) else GuardState.OFF_DUTY)
+        if status.leaving:
+            self._drop(guard)
+
+    def replace_guards(self, guards: list[Guard], until: dict[str, float], now: float) -> None:
+        """Take a new list of guards (a roster, edge/roster.py): newcomers join, the others are updated; a guard left
+        out finishes the job in hand, gets no new offers, and leaves the board when that job ends."""
+        for guard in guards:
+            status = self.guards.get(guard.id)
+            if status is None:
+                status = self.guards[guard.id] = GuardStatus(guard, guard.shifts())
+            elif status.guard != guard:
+                roles_changed = status.guard.roles != guard.roles
+                status.guard, status.shifts = guard, guard.shifts()
+                if roles_changed and guard.id in self.index and status.placed is not None:
+                    self.index.upsert(guard.id, status.placed.point.lat, status.placed.point.lon, guard.roles, self._free(status))
+            status.until, status.leaving = until.get(guard.id), False
+        kept = {g.id for g in guards}
+        for guard_id, status in list(self.guards.items()):
+            if guard_id not in kept:
+                status.leaving = True
+                if status.job is None:
+                    self._drop(guard_id)
+        self._by_wearable = {s.guard.wearable: g for g, s in self.guards.items() if s.guard.wearable}
+        self.refresh_duty(now)
+
+    def _drop(self, guard: str) -> None:
+        del self.guards[guard]
+        self._placed.pop(guard, None)
+        if guard in self.index:
+            self.index.remove(guard)
 
     def choose(
         self, target: LatLon, count: int, now: float, settings: DispatchSettings, *, roles: list[str], exclude: set[str]

@@ -21,6 +21,7 @@ from edge.dispatch import Step, command_answer
 from edge.evidence_plan import alarm_cameras
 from edge.homeassistant import discovery, guard_state, incidents_state
 from edge.monitor import SiteMonitor
+from edge.roster import RosterSync, roster_path
 from edge.routing import DEVICE_SOURCE, Inbound, Plan, Router, device_confirmation
 from edge.vision.events import CameraEvent
 from edge.vision.process import CameraProcess
@@ -82,9 +83,11 @@ class EdgeNode:
         # The router's parts, read by the monitor and the tests.
         self.intake, self.board, self.dispatcher = self.router.intake, self.router.board, self.router.dispatcher
         self.supervisor, self.wearables, self.device_states = self.router.supervisor, self.router.wearables, self.router.device_states
+        self.roster = RosterSync(config, self.board, roster_path(outbox_path), clock)  # the district register's guards (edge/roster.py)
         self.uplink = PoliceUplink(
             police_broker, config.site.district, config.site.id, self.outbox,
             status=self.status, on_command=self._police_command, status_every_s=status_every_s,
+            on_roster=self.roster.handle if self.roster.enabled else None,
         )
         self.ready = asyncio.Event()  # set once subscribed on the site broker
         self.incidents = 0
@@ -129,6 +132,7 @@ class EdgeNode:
             "rejected_payloads": self.intake.rejections.total,
             "set_aside": sum(self.set_aside.values()),
             "health": {"outbox": self.outbox.health, "site_broker": "connected" if self.site_connected else "disconnected"},
+            **({"roster": self.roster.status()} if self.roster.enabled else {}),
             **({"cameras": {camera: process.stats for camera, process in self.cameras.items()}} if self.cameras else {}),
         }
 
@@ -141,6 +145,7 @@ class EdgeNode:
         )
         await self.outbox.open()
         await self.alarm_centres.open()  # before anything new is stored: a new centre starts after what is there now
+        self.roster.load()  # the last good roster, before open escalations are taken up again
         await self._resume()
         will = Will(self._status_topic, _status("offline"), qos=1, retain=True)
         try:

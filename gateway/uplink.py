@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -37,6 +37,7 @@ class PoliceUplink:
         *,
         status: Callable[[], dict[str, object]],
         on_command: Callable[[bytes], None],
+        on_roster: Callable[[bytes], Awaitable[bytes]] | None = None,
         status_every_s: float = 10.0,
         window: int = 64,
     ) -> None:
@@ -53,6 +54,8 @@ class PoliceUplink:
         self.answers_topic = topics.police_command_answers(district, site)
         self._answers: list[CommandAnswer] = []  # to the commands just handled, sent right after them
         self.on_command = on_command
+        self.on_roster = on_roster  # takes a roster document, returns the report to send back (edge/roster.py)
+        self.roster_topic, self.roster_report_topic = topics.police_roster(district, site), topics.police_roster_applied(district, site)
         self.identifier = f"guardlink-edge-{site}-uplink"
         self.status = status
         self.status_every_s = status_every_s
@@ -78,6 +81,8 @@ class PoliceUplink:
     async def _serve(self, client: Client) -> None:
         await client.subscribe(self.commands_topic, qos=1)
         await client.subscribe(self.receipts_topic, qos=1)
+        if self.on_roster is not None:
+            await client.subscribe(self.roster_topic, qos=1)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._heartbeat(client))
@@ -137,6 +142,9 @@ class PoliceUplink:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             if message.topic.value == self.receipts_topic:
                 self._receipt(payload)
+                continue
+            if message.topic.value == self.roster_topic and self.on_roster is not None:
+                await client.publish(self.roster_report_topic, await self.on_roster(payload), qos=1)
                 continue
             self.on_command(payload)
             while self._answers:
