@@ -121,12 +121,16 @@ class Intake:
     async def _check_heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.check_every_s)
+            await self._refresh_liveness()
             now = self.clock()
             silent: list[Item] = [SiteSilent(n.site, n, iso(now)) for n in self.monitor.overdue(now)]
             for item in silent:
                 log.warning("event=site_offline site=%s detail=%r", item.site, item.notice.detail)
             if silent:
                 self._writer.submit(silent, lambda stored: self.notify.set())
+
+    async def _refresh_liveness(self) -> None:
+        """Nothing to do: this intake sees every heartbeat (hub workers that share them refresh from the database)."""
 
     async def _session(self, client: Client) -> None:
         self.client = client
@@ -136,7 +140,7 @@ class Intake:
             self.ready.set()
             log.info("event=intake_subscribed district=%s", self.district)
             async for batch in client.batches():
-                items = [self._item(message) for message in batch]
+                items = [self._contained(message) for message in batch]
                 self._writer.submit([i for i in items if i is not None], lambda stored, c=client, b=batch: self._committed(c, b, stored))
         finally:
             self.client = None
@@ -173,6 +177,15 @@ class Intake:
             self.receipts_sent += sum(len(r) for r in per_site.values())
         except MqttError as exc:  # the edge resends the revision after its timeout, and gets the receipt then
             log.warning("event=receipts_not_sent sites=%d error=%r", len(per_site), str(exc))
+
+    def _contained(self, message: Message) -> Item | None:
+        """`_item`, with any defect in reading one message kept to that message: refused and counted, the rest go on."""
+        try:
+            return self._item(message)
+        except Exception as exc:  # noqa: BLE001 - one message must never stop the district's intake
+            log.exception("event=document_failed topic=%s bytes=%d", message.topic.value, len(message.payload or b""))
+            parts = message.topic.value.split("/")
+            return self._reject(parts[3] if len(parts) == 5 else "?", "processing_error", f"{type(exc).__name__}: {exc}", self.clock())
 
     def _item(self, message: Message) -> Item | None:
         """What a message is, or why it is refused; None for a message that needs nothing stored (a cleared retained status)."""

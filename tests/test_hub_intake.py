@@ -163,3 +163,23 @@ async def test_nothing_is_lost_when_postgresql_restarts_mid_stream(broker, sites
         assert len(pairs) == len(set(pairs)) == 300
     finally:
         engine.dispose()
+
+
+async def test_a_defect_in_reading_one_message_is_counted_and_the_intake_goes_on(broker, sites, engine) -> None:
+    config = district(["s1", "s2"])
+    s1, s2 = sites("s1"), sites("s2")
+    async with running_intake(config, engine, broker) as intake:
+        read = intake._item
+
+        def defective(message):  # noqa: ANN001, ANN202 - a reader bug for one site's messages only
+            if "/s1/" in message.topic.value:
+                raise KeyError("seq")
+            return read(message)
+
+        intake._item = defective
+        s1.publish(revision("s1", "hit", 1, 1))
+        s2.publish(revision("s2", "fine", 1, 1))
+        await wait_until(lambda: s2.receipted() == {("fine", 1)}, what="the other site's revision")
+        await wait_until(lambda: intake.rejected == 1, what="the failed message counted")
+    with Session(engine) as session:
+        assert {(r.site, r.reason): r.count for r in session.scalars(select(RejectionRow))} == {("s1", "processing_error"): 1}
