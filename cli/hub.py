@@ -17,13 +17,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     hub.add_argument("--config", type=Path, default=None, help="district file, e.g. firmware_configs/districts/hohhot-xincheng.yaml")
     hub.add_argument("--database", dest="hub_database", default=None, help="database URL (default: the district file's): sqlite:///path or postgresql://user@host:port/db")
     hub.add_argument("--listen", dest="hub_listen", type=listen_address, default=None, help="HTTP host:port (default: the district file's; port 0: any free port)")
-    hub.add_argument("--broker", dest="hub_broker", type=broker_url, default=None, help="district broker mqtt://[user:password@]host:port (default: the district file's)")
+    hub.add_argument("--broker", dest="hub_broker", type=hub_broker, default=None,
+                     help="district broker mqtt://[user:password@]host:port, or a NATS cluster nats://host:port[,host:port...] (this process is then one of its hub workers; default: the district file's)")
     hub.set_defaults(run=run_hub, log_level="INFO")
     hub_commands = hub.add_subparsers(dest="hub_command", required=False, metavar="COMMAND")
     _register_users(hub_commands)
 
 
 # --- running the hub (hub.service) ---------------------------------------------------------------------------------
+
+
+def hub_broker(text: str) -> object:
+    """argparse type: mqtt://host:port (a BrokerUrl), or nats://host:port[,host:port...] (kept as written)."""
+    if not text.startswith("nats://"):
+        return broker_url(text)
+    from hub.intake_nats import parse_servers
+
+    try:
+        parse_servers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def run_hub(args: argparse.Namespace) -> int:
@@ -40,7 +54,13 @@ def run_hub(args: argparse.Namespace) -> int:
     def listening(url: str) -> None:
         print(f"guardlink hub: district {config.district.id} at {url} (API docs at {url}/docs)", file=sys.stderr, flush=True)
 
-    asyncio.run(serve(config, database=args.hub_database, listen=args.hub_listen, broker=args.hub_broker, on_listening=listening))
+    from hub.intake_nats import WorkerRefused
+
+    try:
+        asyncio.run(serve(config, database=args.hub_database, listen=args.hub_listen, broker=args.hub_broker, on_listening=listening))
+    except WorkerRefused as exc:
+        print(f"guardlink hub: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -82,7 +102,7 @@ def _register_users(hub_commands: argparse._SubParsersAction) -> None:
     token.set_defaults(run=user_token)
 
 
-def _accounts(args: argparse.Namespace):  # noqa: ANN202 (hub.accounts is imported lazily)
+def _accounts(args: argparse.Namespace):
     from guardlink.districtconfig import load_district
     from hub.accounts import Accounts
     from hub.database import make_engine, migrate

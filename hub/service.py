@@ -45,19 +45,29 @@ def app_for(engine: Engine, config: DistrictConfig, intake: Intake) -> object:
     return create_app(engine=engine, config=config, publish_command=command_publisher(intake), notify=intake.notify)
 
 
+def make_intake(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None) -> Intake:
+    """A hub worker on a NATS cluster for `nats://host:port[,...]` (from `broker`, else the district file), else the one MQTT broker's intake."""
+    url = broker if broker is not None else (config.broker if config.broker.startswith("nats://") else None)
+    if isinstance(url, str):
+        from hub.intake_nats import NatsIntake, parse_servers
+
+        return NatsIntake(config, engine, servers=parse_servers(url))
+    return Intake(config, engine, broker=url)
+
+
 async def serve(
     config: DistrictConfig,
     *,
     database: str | None = None,
     listen: str | None = None,
-    broker: BrokerUrl | None = None,
+    broker: BrokerUrl | str | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
     """Run the hub until cancelled (or until the HTTP server is told to stop by a signal)."""
     url = database or config.database_url()
     engine = make_engine(url)
     await asyncio.to_thread(migrate, engine)
-    intake = Intake(config, engine, broker=broker)
+    intake = make_intake(config, engine, broker)
     host, port = parse_listen(listen or config.listen)
     server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=2))  # an open live stream must not hold up a stop

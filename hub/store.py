@@ -5,11 +5,13 @@ Every committed change appends a `changes` row in the same transaction; the live
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import ARRAY, JSON, Text, bindparam, cast, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway.police import SiteNotice
@@ -25,7 +27,7 @@ class Revision:
     escalation: Escalation
     community: str | None
     received_at: datetime
-    document: dict[str, Any] | None = None  # the document as received (parsed JSON); else the model's dump
+    document: bytes | str | dict[str, Any] | None = None  # as received (JSON text, or parsed); None: the model's dump
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ def store(session: Session, items: list[Item], now: datetime) -> Stored:
     """Apply a batch inside the caller's transaction."""
     stored = Stored()
     changes: list[dict[str, Any]] = []
+    lock_keys(session, items)
     revisions = [i for i in items if isinstance(i, Revision)]
     if revisions:
         _revisions(session, revisions, now, stored, changes)
@@ -99,16 +102,30 @@ def store(session: Session, items: list[Item], now: datetime) -> Stored:
         _rejections(session, site, reason, rejected)
     session.flush()
     if changes:
-        insert_rows(session, ChangeRow, [{"at": now, **c} for c in changes])
+        insert_rows(session, ChangeRow, [{"at": now, "kind": c["kind"], "key": c["key"], "payload": json.dumps(c["payload"])} for c in changes])
     stored.changes = len(changes)
     return stored
 
 
+def lock_keys(session: Session, items: list[Item]) -> None:
+    """On PostgreSQL, hold a lock per escalation and per site of the batch until the commit, taken in one order.
+
+    Hub workers sharing the database (hub/intake_nats.py) then store one escalation, one site at a time: a late revision
+    never overwrites a newer one committed meanwhile, and two workers never insert the same row at once.
+    """
+    if session.connection().dialect.name != "postgresql" or not items:
+        return
+    keys = {f"e:{i.escalation.id}" if isinstance(i, Revision) else f"s:{i.report.site if isinstance(i, Guards) else i.site}" for i in items}
+    session.execute(text(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(key, 0) AS k FROM unnest(CAST(:keys AS text[])) AS key ORDER BY k) AS ordered"
+    ), {"keys": sorted(keys)})
+
+
 def _revisions(session: Session, revisions: list[Revision], now: datetime, stored: Stored, changes: list[dict[str, Any]]) -> None:
     ids = {r.escalation.id for r in revisions}
-    have = {tuple(row) for row in session.execute(select(RevisionRow.escalation_id, RevisionRow.revision).where(RevisionRow.escalation_id.in_(ids)))}
-    rows = {row.id: row for row in session.scalars(select(EscalationRow).where(EscalationRow.id.in_(ids)))}
-    fresh: dict[str, dict[str, Any]] = {}  # escalations first seen in this batch: inserted in one statement
+    have = {(i, r) for i, r in session.execute(select(RevisionRow.escalation_id, RevisionRow.revision).where(RevisionRow.escalation_id.in_(ids)))}
+    newest = {i: r for i, r in session.execute(select(EscalationRow.id, EscalationRow.revision).where(EscalationRow.id.in_(ids)))}
+    states: dict[str, dict[str, Any]] = {}  # each escalation's newest state in this batch, if newer than the stored one
     new_revisions = []
     for item in revisions:
         doc = item.escalation
@@ -118,43 +135,64 @@ def _revisions(session: Session, revisions: list[Revision], now: datetime, store
             continue
         have.add((doc.id, doc.revision))
         stored.new += 1
-        row, first = rows.get(doc.id), fresh.get(doc.id)
-        latest = (first is None or doc.revision > first["revision"]) if row is None else doc.revision > row.revision
+        latest = doc.id not in newest or doc.revision > newest[doc.id]
         if latest:
-            values = _latest(doc, item.community, now)
-            if row is not None:
-                for name, value in values.items():
-                    setattr(row, name, value)
-            else:
-                fresh[doc.id] = values
+            newest[doc.id] = doc.revision
+            states[doc.id] = _latest(doc, item.community, now)
         new_revisions.append({
             "escalation_id": doc.id, "revision": doc.revision, "sequence": doc.sequence, "status": doc.status.value,
-            "issued_at": doc.issued_at, "received_at": item.received_at, "committed_at": now,
-            "document": item.document if item.document is not None else doc.model_dump(mode="json", by_alias=True),
+            "issued_at": doc.issued_at, "received_at": item.received_at, "committed_at": now, "document": _json_text(item),
         })
         changes.append({"kind": ChangeKind.ESCALATION.value, "key": doc.id, "payload": {
             "id": doc.id, "revision": doc.revision, "latest": latest, "site": doc.site.id, "community": item.community,
             "status": doc.status.value, "kind": doc.incident.kind.value, "severity": doc.incident.severity.value,
         }})
-    session.flush()
-    insert_rows(session, EscalationRow, list(fresh.values()))  # escalations before their revisions (foreign key)
+    # Escalations before their revisions (foreign key). The WHERE keeps a newer state committed meanwhile by another writer.
+    insert_rows(session, EscalationRow, list(states.values()), newer_than="revision")
     insert_rows(session, RevisionRow, new_revisions)
 
 
-def insert_rows(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> None:
-    """Insert plain rows in as few round trips as each driver allows (measured: bench/hub.py).
+def _json_text(item: Revision) -> str:
+    """The revision's document as JSON text: as received when the intake kept it, so it is not serialised again."""
+    document = item.document
+    if isinstance(document, bytes):
+        return document.decode()
+    if isinstance(document, str):
+        return document
+    return json.dumps(document if document is not None else item.escalation.model_dump(mode="json", by_alias=True))
 
-    psycopg sends an executemany as one pipeline; sqlite3 runs it row by row, where RETURNING makes SQLAlchemy batch the
-    rows into multi-row INSERTs ("insertmanyvalues") instead.
+
+def insert_rows(session: Session, table: type[Base], rows: list[dict[str, Any]], *, newer_than: str | None = None) -> None:
+    """Insert rows (JSON columns given as JSON text) in one statement on PostgreSQL, one multi-row batch on SQLite.
+
+    With `newer_than`, a row whose key exists replaces it only when its `newer_than` column is greater (an upsert).
+    PostgreSQL gets one array per column (`INSERT ... SELECT unnest(...)`): one round trip and no per-row work in
+    SQLAlchemy or psycopg, which an executemany spends most of its time in (measured: bench/hub.py). sqlite3 runs an
+    executemany row by row, where RETURNING makes SQLAlchemy send multi-row INSERTs ("insertmanyvalues") instead.
     """
     if not rows:
         return
-    statement = insert(table.__table__)
+    columns = [table.__table__.c[name] for name in rows[0]]
     connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        connection.execute(statement.returning(*table.__table__.primary_key.columns), rows).all()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        arrays = [func.unnest(bindparam(c.name, type_=ARRAY(Text if isinstance(c.type, JSON) else c.type))) for c in columns]
+        values = [cast(a, c.type) if isinstance(c.type, JSON) else a for a, c in zip(arrays, columns, strict=True)]
+        statement = postgresql.insert(table.__table__).from_select(columns, select(*values))
+        parameters: Any = {c.name: [row[c.name] for row in rows] for c in columns}
+    else:  # JSON text into the JSON columns as it is (the JSON type would encode the text again)
+        statement = sqlite.insert(table.__table__).values({c.name: bindparam(c.name, type_=Text) for c in columns if isinstance(c.type, JSON)})
+        parameters = rows
+    if newer_than is not None:
+        keys = list(table.__table__.primary_key.columns)
+        statement = statement.on_conflict_do_update(
+            index_elements=keys, set_={c.name: statement.excluded[c.name] for c in columns if c not in keys},
+            where=table.__table__.c[newer_than] < statement.excluded[newer_than],
+        )
+    if dialect == "postgresql":
+        connection.execute(statement, parameters)
     else:
-        connection.execute(statement, rows)
+        connection.execute(statement.returning(*table.__table__.primary_key.columns), parameters).all()
 
 
 def _latest(doc: Escalation, community: str | None, now: datetime) -> dict[str, Any]:
