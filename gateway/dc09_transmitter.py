@@ -174,8 +174,20 @@ class CentreLink:
         try:
             while True:
                 revisions = await reading
+                if not revisions:
+                    # Nothing after the cursor when that read began; whatever is stored since has set `_wake`.
+                    supervision = self.centre.supervision_s or None
+                    try:
+                        async with asyncio.timeout_at(None if supervision is None else last_sent + supervision):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        await self._exchange("NULL", "", None)
+                        self.stats.supervision_acked += 1
+                        last_sent = loop.time()
+                    reading = self._read_after(self.cursor)
+                    continue
                 # The next batch is read (and parsed, off the loop) while this one goes out.
-                reading = self._read_after(revisions[-1].sequence if revisions else self.cursor)
+                reading = self._read_after(revisions[-1].sequence)
                 for escalation in revisions:
                     event = panel_event(escalation, self.centre.area, self._zone(escalation), self._user(escalation))
                     if event is not None:
@@ -183,18 +195,6 @@ class CentreLink:
                         last_sent = loop.time()
                     self.cursor = escalation.sequence
                     self._save_wanted.set()
-                if revisions:
-                    continue
-                reading.cancel()
-                supervision = self.centre.supervision_s or None
-                try:
-                    async with asyncio.timeout_at(None if supervision is None else last_sent + supervision):
-                        await self._wake.wait()
-                except TimeoutError:
-                    await self._exchange("NULL", "", None)
-                    self.stats.supervision_acked += 1
-                    last_sent = loop.time()
-                reading = self._read_after(self.cursor)
         finally:
             reading.cancel()
 

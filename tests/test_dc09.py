@@ -218,6 +218,15 @@ async def test_silence_is_retried_with_the_same_sequence_until_acknowledged(tmp_
     assert running.link.stats.retries == 2
 
 
+async def test_alarms_stored_while_one_is_going_out_follow_it_at_once(tmp_path):
+    async with sia_receiver("tcp", {ACCOUNT: None}) as receiver, Running(tmp_path, centre(receiver.port, ack_timeout_s=0.3)) as running:
+        receiver.silence(1)
+        await store(running.outbox, revision(1))
+        await wait_until(lambda: running.link.stats.retries >= 1, 5, "the first alarm to be in flight")
+        await store(running.outbox, revision(2), revision(3), revision(4))  # read ahead of them found nothing: they must not wait
+        await wait_until(lambda: len(receiver.events) >= 4, 5, "the alarms stored meanwhile")
+
+
 async def test_supervision_null_messages_at_the_interval(tmp_path):
     async with sia_receiver("tcp", {ACCOUNT: KEY_128}) as receiver, Running(tmp_path, centre(receiver.port, key=KEY_128, supervision_s=0.2)):
         await wait_until(lambda: len(receiver.events) >= 3, 5, "three supervision messages")
