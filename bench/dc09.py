@@ -180,9 +180,7 @@ def site_yaml(port: int, hex_key: str) -> str:
 
     # No command centre confirms receipt here: without `receipts: false` the edge would resend every revision after 30 s.
     site = SITE_YAML.replace('police: {broker: "mqtt://127.0.0.1:1"}', 'police: {broker: "mqtt://127.0.0.1:1", receipts: false}')
-    # One wearable presses thousands of times here: the intake's per-device flood limit would meter them, not the transmitter.
-    return site + f"""intake: {{rate_per_s: 100000, burst: 1000000}}
-alarm_centres:
+    return site + f"""alarm_centres:
   - {{id: arc, host: 127.0.0.1, port: {port}, protocol: tcp, format: SIA-DCS, account: {ACCOUNT}, line: "1", receiver: "1", key: "{hex_key}", supervision_s: 0}}
 """
 
