@@ -1,14 +1,15 @@
 // The district map: community outlines and sites from /api/console/map, open incidents and guards from the live state.
 // No tiles unless the district file names a tile server, so it works with no internet. Guards are drawn on a canvas
-// (thousands move every second); their markers are moved at most once per animation frame.
+// (thousands move every second); their markers are moved at most twice a second, in an animation frame.
 
 import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import { ago, label, t } from "./i18n.js";
-import { guardKey, on, state } from "./store.js";
+import { guardKeysOf, on, state } from "./store.js";
 import * as L from "../vendor/leaflet/leaflet-src.esm.js";
 
 export const SEVERITY_COLOURS = { critical: "#d32f2f", warning: "#f57c00", info: "#1976d2" };
+const GUARDS_PAINT_MS = 500;
 export const GUARD_COLOURS = { available: "#2e7d32", offered: "#f9a825", assigned: "#1565c0", on_scene: "#6a1b9a", off_duty: "#9e9e9e" };
 
 export function mount(root) {
@@ -121,10 +122,10 @@ export function mount(root) {
     frame = 0;
     const sites = dirty;
     dirty = new Set();
-    for (const [key, g] of state.guards) {
-      if (sites !== null && !sites.has(g.site)) continue;
+    for (const key of sites === null ? state.guards.keys() : guardKeysOf(sites)) {
+      const g = state.guards.get(key);
       let marker = guardMarkers.get(key);
-      if (g.lat == null) {
+      if (!g || g.lat == null) {
         if (marker) marker.remove();
         guardMarkers.delete(key);
         continue;
@@ -153,10 +154,17 @@ export function mount(root) {
     holder.dataset.guards = String(guardMarkers.size);
   }
 
+  // Sites report about once a second: twice a second is as smooth as the data, and each repaint redraws the canvas.
+  let lastPaint = 0;
   function guardsChanged(site) {
     if (site === null) dirty = null;
     else if (dirty !== null) dirty.add(site);
-    if (!frame) frame = requestAnimationFrame(paintGuards);
+    if (frame) return;
+    const wait = Math.max(0, GUARDS_PAINT_MS - (performance.now() - lastPaint));
+    frame = setTimeout(() => requestAnimationFrame(() => {
+      lastPaint = performance.now();
+      paintGuards();
+    }), wait);
   }
 
   loadOutlines().catch((error) => console.warn("map outlines", error)).finally(() => {
@@ -172,7 +180,7 @@ export function mount(root) {
   holder.dataset.ready = "true";
   return () => {
     offs.forEach((off) => off());
-    if (frame) cancelAnimationFrame(frame);
+    clearTimeout(frame);
     map.remove();
   };
 }

@@ -185,6 +185,11 @@ function apply(change) {
 
 const guardsOfSite = new Map(); // site -> Set of guard keys, so a report replaces its site's roster without a scan of all guards
 
+/** The keys of the guards of these sites. */
+export function* guardKeysOf(sites) {
+  for (const site of sites) yield* guardsOfSite.get(site) || [];
+}
+
 function applyGuards(site, report) {
   const at = report.at;
   const seen = new Set();
