@@ -85,6 +85,12 @@ class RegisterSettings(_Model):
     roster_every_s: float = Field(default=300, gt=0, le=86400, description="rosters are re-derived this often even without changes (vetting ends with time)")
 
 
+class HotspotSettings(_Model):
+    """How the command centre maps where incidents cluster (hub/hotspots/)."""
+
+    cell_m: float = Field(default=150, ge=25, le=5000, description="side of a hotspot grid cell, in metres")
+
+
 class DistrictConfig(_Model):
     """A district command centre: who it is, where its broker and database are, its communities and their sites."""
 
@@ -101,6 +107,7 @@ class DistrictConfig(_Model):
     communities: list[Community] = Field(default_factory=list)
     settings: HubSettings = Field(default_factory=HubSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    hotspots: HotspotSettings = Field(default_factory=HotspotSettings)
     register: RegisterSettings = Field(default_factory=RegisterSettings)
 
     @field_validator("broker")
