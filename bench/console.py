@@ -249,8 +249,8 @@ def busy_fraction(page, since_ms: float, until_ms: float) -> float:
     return busy / (until_ms - since_ms)
 
 
-def run(presses: int = 100, sites: int = 200, guards: int = 10, open_incidents: int = 300, settle_s: float = 5.0) -> dict[str, object]:
-    """Measure; returns the figures."""
+def run(presses: int = 100, sites: int = 200, guards: int = 10, open_incidents: int = 300, settle_s: float = 5.0, shots: Path | None = None) -> dict[str, object]:
+    """Measure; returns the figures (and with `shots`, screenshots of the board and the map there)."""
     from hub.accounts import Accounts, Role
     from hub.database import make_engine, migrate
 
@@ -289,7 +289,7 @@ def run(presses: int = 100, sites: int = 200, guards: int = 10, open_incidents: 
                     school.report_positions()
                     stream = StreamWatch(url, api.cookies)
                     try:
-                        return _measure(url, api, stream, school, load, presses, settle_s, sites * guards, open_incidents)
+                        return _measure(url, api, stream, school, load, presses, settle_s, sites * guards, open_incidents, shots)
                     finally:
                         stream.close()
                 finally:
@@ -299,7 +299,7 @@ def run(presses: int = 100, sites: int = 200, guards: int = 10, open_incidents: 
 
 
 def _measure(url: str, api: httpx.Client, stream: StreamWatch, school: SiteSimulator, load: GuardLoad, presses: int, settle_s: float,
-             guards: int, open_incidents: int) -> dict[str, object]:
+             guards: int, open_incidents: int, shots: Path | None) -> dict[str, object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -335,12 +335,16 @@ def _measure(url: str, api: httpx.Client, stream: StreamWatch, school: SiteSimul
             window_end = page.evaluate("Date.now()")
             board_busy = busy_fraction(page, window_start, window_end)
             rows = page.evaluate("document.querySelectorAll('table.board tbody tr').length")
+            if shots:
+                page.screenshot(path=str(shots / "bench-board.png"))
 
             page.click("a[data-nav=map]")
             page.wait_for_function(f"Number(document.getElementById('map')?.dataset.guards || 0) >= {guards}", timeout=30_000)
             map_start = page.evaluate("Date.now()")
             time.sleep(10)  # the map's load is the guards moving: watch it for a fixed while
             map_busy = busy_fraction(page, map_start, page.evaluate("Date.now()"))
+            if shots:
+                page.screenshot(path=str(shots / "bench-map.png"))
         finally:
             browser.close()
     ui_p99 = percentile(ui_ms, 0.99)
@@ -389,8 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=200, help="simulated sites reporting guards (default 200)")
     parser.add_argument("--guards", type=int, default=10, help="guards per simulated site (default 10)")
     parser.add_argument("--open", dest="open_incidents", type=int, default=300, help="open incidents on the board before the presses (default 300)")
+    parser.add_argument("--screenshots", type=Path, default=None, help="save the board and the map under load here")
     args = parser.parse_args(argv)
-    result = run(presses=args.presses, sites=args.sites, guards=args.guards, open_incidents=args.open_incidents)
+    if args.screenshots:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
+    result = run(presses=args.presses, sites=args.sites, guards=args.guards, open_incidents=args.open_incidents, shots=args.screenshots)
     if args.json:
         print(json.dumps(result))
     else:

@@ -51,7 +51,7 @@ export function mount(root) {
       h("td", { class: "col-device" }, r.provisional ? "…" : r.device),
       h("td", { class: "col-status" }, h("span", { class: `status status-${r.status}` }, label("status", r.status))),
       h("td", { class: "col-guards" }, guards.length ? guards.map(assignmentLine)
-        : r.guards_needed ? h("span", { class: "muted" }, t("board.no_guards_yet", { n: r.guards_needed })) : h("span", { class: "muted" }, "—")),
+        : r.guards_needed && r.status === "dispatched" ? h("span", { class: "muted" }, t("board.no_guards_yet", { n: r.guards_needed })) : h("span", { class: "muted" }, "—")),
       h("td", { class: "col-acknowledged" }, r.acknowledged_by ? h("span", { class: "acked" }, "✓ ", r.acknowledged_by)
         : state.me.can_command && !r.test ? h("button", { type: "button", class: "ack", onclick: () => acknowledge(r.id) }, t("action.acknowledge"))
         : h("span", { class: "muted" }, needsAcknowledgement(r) ? t("board.not_acknowledged") : "—")),

@@ -10,7 +10,8 @@ import * as L from "../vendor/leaflet/leaflet-src.esm.js";
 
 export const SEVERITY_COLOURS = { critical: "#d32f2f", warning: "#f57c00", info: "#1976d2" };
 const GUARDS_PAINT_MS = 500;
-export const GUARD_COLOURS = { available: "#2e7d32", offered: "#f9a825", assigned: "#1565c0", on_scene: "#6a1b9a", off_duty: "#9e9e9e" };
+// guards: small dots, in colours no incident uses (incidents: big, ringed, red / orange / blue by severity)
+export const GUARD_COLOURS = { available: "#2e7d32", offered: "#fdd835", assigned: "#00acc1", on_scene: "#8e24aa", off_duty: "#9e9e9e" };
 
 export function mount(root) {
   const holder = h("div", { id: "map", class: "map" });
