@@ -21,6 +21,7 @@ from cli.simulate import plural
 from device_drivers.simulators import GuardHabits, SiteSimulator
 from edge.embedded_broker import embedded_broker
 from edge.node import EdgeNode
+from gateway.connection import threaded_client
 from gateway.police import PoliceWatcher, describe
 from guardlink.districtconfig import DistrictConfig, load_district
 from guardlink.models import Escalation
@@ -104,7 +105,7 @@ async def run_demo(
     presses = 0
     with tempfile.TemporaryDirectory(prefix="guardlink-demo-") as state_dir:
         async with embedded_broker() as broker:
-            simulator = SiteSimulator(config, broker, seed=seed, habits=GuardHabits())
+            simulator = SiteSimulator(config, broker, seed=seed, habits=GuardHabits(), mqtt_client=threaded_client)
 
             def show(escalation: Escalation) -> None:
                 received.append(escalation)

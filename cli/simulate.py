@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from device_drivers.simulators import GuardHabits, SiteSimulator, with_simulated_devices
+    from gateway.connection import threaded_client
 
     config = load_checked_site(args.site)
     if args.devices:
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         public_key = load_public_key(args.public_key.read_text())
     load = bool(args.devices or args.rate)
     # Plain runs simulate the guards too, so offers are answered as on a real site instead of timing out.
-    simulator = SiteSimulator(config, broker, seed=args.seed, public_key=public_key, habits=None if load or args.press else GuardHabits())
+    simulator = SiteSimulator(
+        config, broker, seed=args.seed, public_key=public_key, habits=None if load or args.press else GuardHabits(), mqtt_client=threaded_client,
+    )
     if args.press:
         try:
             device = simulator.pressable_device(args.press, args.action)
@@ -86,7 +89,9 @@ def _meaning(device: Device, action: str) -> str:
     """What the edge makes of the action, when it is not an alarm (it records it without escalating)."""
     if action in device.test_actions:
         return ": a test action, the police receive a test incident"
-    if action in device.duress_actions or action in device.panic_actions or device.driver == "guardlink_wearable":
+    from device_drivers.registry import driver
+
+    if action in device.duress_actions or action in device.panic_actions or driver(device.driver).sos_key:
         return ""
     return f": not an alarm action of {device.id} (panic: {', '.join(device.panic_actions) or 'none'}), the edge records it without escalating"
 

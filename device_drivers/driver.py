@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from device_drivers.payload import PayloadError
+from guardlink.geo import LatLon
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device
 
@@ -22,6 +25,50 @@ def _no_availability(site: str, device_id: str, topic: str) -> None:
 
 def _no_shared_topics(topic: str) -> dict[str, DecodeShared]:
     return {}
+
+
+class SimulatedSite(Protocol):
+    """What a family's simulation hooks are given: the simulator's randomness and the counters its devices keep."""
+
+    rng: random.Random
+    boot: int  # native firmware's boot counter: a new simulator is a new boot
+
+    def topic(self, device: Device) -> str:
+        """The topic the device publishes on."""
+        ...
+
+    def next_seq(self, device_id: str) -> int:
+        """The device's next message sequence number (native firmware counts its messages)."""
+        ...
+
+    def where(self, device: Device) -> LatLon:
+        """Where the device is now (a worn one walks with its guard)."""
+        ...
+
+
+Health = tuple[int, int]  # the battery % and radio link quality (0-255) a simulated device reports
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """How the simulators make one family's devices talk, kept next to the family's decoder (as Zigbee2MQTT keeps
+    a device's fromZigbee and toZigbee together). Hooks a family has no use for stay None."""
+
+    # One message of the device's everyday traffic (status, telemetry, a sensor state, a position), as (topic, payload):
+    # the edge makes exactly one event of it.
+    everyday: Callable[[SimulatedSite, Device, Health], tuple[str, bytes]]
+    press: Callable[[SimulatedSite, Device, str], bytes] | None = None  # a press of one of the driver's `actions`, on the device's topic
+    position: Callable[[SimulatedSite, Device, LatLon, float], bytes] | None = None  # wearables: (point, accuracy m) on the device's topic
+    motion: Callable[[SimulatedSite, Device, bool], list[bytes]] | None = None  # every second: accelerometer (lying still or not), vitals
+    fall: Callable[[SimulatedSite, Device], list[bytes]] | None = None  # the wearer falls: free fall, then the impact
+    detect: Callable[[SimulatedSite, Device, str, str], list[tuple[str, bytes]]] | None = None  # a camera sees (zone, label)
+
+
+def _everyday_unknown(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    raise NotImplementedError(f"no simulation of {device.driver} devices")
+
+
+NO_SIMULATION = Simulation(everyday=_everyday_unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +88,12 @@ class Driver:
     # A message on the device's own topic may concern several configured devices (inputs of one module).
     decode_own_shared: DecodeShared | None = None
     sequenced: bool = False  # messages carry `seq` (and `boot`): the intake drops replays (see edge/replay.py)
+    actions: tuple[str, ...] = ()  # the guardlink actions (ACTIONS) its button can send; none: it has no button
+    sos_key: bool = False  # its button is an SOS key: every press is an alarm, whatever the site's panic actions
+    wearable: bool = False  # worn by a guard: it reports where the guard is, so it has no fixed location
+    verifies_configs: bool = False  # firmware that verifies, applies and reports pushed signed configurations
+    bridge_user: str | None = None  # the broker account of the bridge publishing for all its devices (they never connect)
+    simulate: Simulation = NO_SIMULATION  # how the simulators make its devices talk
 
     def topic_for(self, site: str, device: Device) -> str:
         """The topic this device publishes on."""

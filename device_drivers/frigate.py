@@ -19,9 +19,10 @@ whose `camera_fps` drops to 0 in the stats is offline; the stats are its heartbe
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
-from device_drivers.driver import DecodeShared, Driver, decode_availability, each_device
+from device_drivers.driver import DecodeShared, Driver, Health, SimulatedSite, Simulation, decode_availability, each_device
 from device_drivers.payload import PayloadError, flag, json_object, number, obj, text, texts, timestamp
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device
@@ -121,6 +122,21 @@ def stats_payload(camera_fps: dict[str, float]) -> bytes:
     return json.dumps({"cameras": cameras, "service": {"uptime": 3600, "version": "0.14.1"}}).encode()
 
 
+def _detect(sim: SimulatedSite, device: Device, zone: str, label: str) -> list[tuple[str, bytes]]:
+    """`label` walks into `zone`: Frigate's new event, then the update that enters the zone."""
+    camera, now = camera_of(device), time.time()
+    event_id = f"{now:.6f}-{sim.rng.getrandbits(24):06x}"
+    events = f"{sim.topic(device).rsplit('/', 2)[0]}/events"
+    return [
+        (events, event_payload("new", camera, label, 0.6, [], [], event_id, now)),
+        (events, event_payload("update", camera, label, 0.88, [], [zone], event_id, now)),
+    ]
+
+
+def _everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    return sim.topic(device), sim.rng.choice((b"ON", b"OFF"))
+
+
 DRIVER = Driver(
     name="frigate",
     summary="Frigate NVR cameras (frigate/events detections, stats, availability)",
@@ -129,4 +145,5 @@ DRIVER = Driver(
     decode=decode_motion,
     heartbeat_s=60.0,  # frigate/stats every 60 s (Frigate's default stats_interval)
     shared_topics=_shared,
+    simulate=Simulation(everyday=_everyday, detect=_detect),
 )

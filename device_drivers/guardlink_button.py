@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from device_drivers.driver import Driver, press
+from device_drivers.driver import Driver, Health, SimulatedSite, Simulation, press
 from device_drivers.native import envelope, stamped
 from device_drivers.payload import PayloadError, flag, json_object, number, text
 from guardlink import topics
@@ -52,6 +52,15 @@ def status_payload(seq: int, battery: float, rssi: float, boot: int | None = Non
     return json.dumps(stamped({"type": "status", "battery": battery, "rssi": rssi, "tamper": tamper}, seq, boot)).encode()
 
 
+def _simulated_press(sim: SimulatedSite, device: Device, action: str) -> bytes:
+    return press_payload(sim.next_seq(device.id), action, sim.boot)
+
+
+def _everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    battery, linkquality = health
+    return sim.topic(device), status_payload(sim.next_seq(device.id), battery, -40 - linkquality // 5, sim.boot)
+
+
 DRIVER = Driver(
     name="guardlink_button",
     summary="guardlink's native panic button firmware (press, status)",
@@ -61,4 +70,7 @@ DRIVER = Driver(
     heartbeat_s=300.0,  # status every 5 minutes
     availability_topic=lambda site, device, topic: topics.device_availability(site, device),
     sequenced=True,
+    actions=ACTIONS,
+    verifies_configs=True,
+    simulate=Simulation(everyday=_everyday, press=_simulated_press),
 )

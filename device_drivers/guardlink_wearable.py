@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from device_drivers.driver import Driver
+from device_drivers.driver import Driver, Health, SimulatedSite, Simulation
 from device_drivers.native import envelope, stamped
 from device_drivers.payload import PayloadError, flag, json_object, number, text
 from guardlink import topics
@@ -89,6 +89,46 @@ def sos_payload(seq: int, press: str = "short", boot: int | None = None) -> byte
     return json.dumps(stamped({"type": "sos", "press": press}, seq, boot)).encode()
 
 
+# -- simulated ------------------------------------------------------------------------------------
+
+
+def _simulated_press(sim: SimulatedSite, device: Device, action: str) -> bytes:
+    """`long` is the silent SOS, any other action a short one."""
+    return sos_payload(sim.next_seq(device.id), "long" if action == "long" else "short", sim.boot)
+
+
+def _position(sim: SimulatedSite, device: Device, point: LatLon, accuracy_m: float) -> bytes:
+    return position_payload(sim.next_seq(device.id), point, accuracy_m, sim.boot)
+
+
+def _walking(sim: SimulatedSite, device: Device) -> bytes:
+    rng = sim.rng
+    min_g, max_g, tilt = round(rng.uniform(0.7, 0.95), 2), round(rng.uniform(1.05, 1.6), 2), round(rng.uniform(3, 25))
+    return motion_payload(sim.next_seq(device.id), min_g, max_g, tilt, False, sim.boot)
+
+
+def _motion(sim: SimulatedSite, device: Device, lying: bool) -> list[bytes]:
+    """A second's accelerometer summary (lying still after a fall, or walking), now and then a heart rate."""
+    moved = motion_payload(sim.next_seq(device.id), 0.97, 1.02, 85.0, True, sim.boot) if lying else _walking(sim, device)
+    if sim.rng.random() < 0.2:
+        return [moved, vitals_payload(sim.next_seq(device.id), sim.rng.randint(65, 105), sim.boot)]
+    return [moved]
+
+
+def _fall(sim: SimulatedSite, device: Device) -> list[bytes]:
+    """Free fall, then the impact."""
+    return [
+        motion_payload(sim.next_seq(device.id), 0.12, 1.0, 40.0, False, sim.boot),
+        motion_payload(sim.next_seq(device.id), 0.9, 3.6, 85.0, False, sim.boot),
+    ]
+
+
+def _everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    if sim.rng.random() < 0.5:
+        return sim.topic(device), _walking(sim, device)
+    return sim.topic(device), position_payload(sim.next_seq(device.id), sim.where(device), round(sim.rng.uniform(3, 12), 1), sim.boot)
+
+
 DRIVER = Driver(
     name="guardlink_wearable",
     summary="guardlink's native wearable firmware (position, SOS, battery)",
@@ -98,4 +138,9 @@ DRIVER = Driver(
     heartbeat_s=30.0,  # the firmware reports its position every 30 s or sooner
     availability_topic=lambda site, device, topic: topics.device_availability(site, device),
     sequenced=True,
+    actions=("single", "long"),
+    sos_key=True,
+    wearable=True,
+    verifies_configs=True,
+    simulate=Simulation(everyday=_everyday, press=_simulated_press, position=_position, motion=_motion, fall=_fall),
 )

@@ -12,8 +12,9 @@ Last Will's `tst` is when the app connected, so it is not checked.
 from __future__ import annotations
 
 import json
+import time
 
-from device_drivers.driver import Driver
+from device_drivers.driver import Driver, Health, SimulatedSite, Simulation
 from device_drivers.payload import PayloadError, json_object, number, text, timestamp
 from guardlink.geo import LatLon
 from guardlink.models import Event, EventKind
@@ -66,6 +67,14 @@ def lwt_payload(connected_at: float) -> bytes:
     return json.dumps({"_type": "lwt", "tst": int(connected_at)}).encode()
 
 
+def _position(sim: SimulatedSite, device: Device, point: LatLon, accuracy_m: float) -> bytes:
+    return location_payload(point, accuracy_m, time.time(), battery=sim.rng.randint(20, 100))
+
+
+def _everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    return sim.topic(device), location_payload(sim.where(device), sim.rng.uniform(3, 12), time.time())
+
+
 DRIVER = Driver(
     name="owntracks",
     summary="OwnTracks phone app (location, region transitions, Last Will)",
@@ -73,4 +82,6 @@ DRIVER = Driver(
     default_topic=lambda site, device: f"owntracks/{site}/{device}",
     decode=decode,
     heartbeat_s=900.0,  # the app's default significant-change mode reports at least every 15 min
+    wearable=True,
+    simulate=Simulation(everyday=_everyday, position=_position),
 )

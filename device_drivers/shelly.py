@@ -22,9 +22,10 @@ rejected for their time.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
-from device_drivers.driver import DecodeShared, Driver, decode_availability, each_device, on_channel, press
+from device_drivers.driver import DecodeShared, Driver, Health, SimulatedSite, Simulation, decode_availability, each_device, on_channel, press
 from device_drivers.payload import PayloadError, integer, json_object, number, obj, text
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device
@@ -32,6 +33,9 @@ from guardlink.siteconfig import Device
 GEN1_EVENTS = {"S": "single", "SS": "double", "SSS": "triple", "L": "long", "SL": "many", "LS": "many"}
 GEN2_EVENTS = {"single_push": "single", "double_push": "double", "triple_push": "triple", "long_push": "long"}
 GEN2_IGNORED = frozenset({"btn_down", "btn_up"})  # the push events follow them
+# What a simulated press of each guardlink action sends.
+GEN1_SENDS = {"single": "S", "double": "SS", "triple": "SSS", "hold": "L", "long": "L"}
+GEN2_SENDS = {"single": "single_push", "double": "double_push", "triple": "triple_push", "hold": "long_push", "long": "long_push"}
 MAX_EVENTS = 16  # one notification carries a handful of events
 
 
@@ -76,6 +80,14 @@ def gen1_payload(event: str, count: int) -> bytes:
     return json.dumps({"event": event, "event_cnt": count}).encode()
 
 
+def _gen1_press(sim: SimulatedSite, device: Device, action: str) -> bytes:
+    return gen1_payload(GEN1_SENDS[action], sim.next_seq(device.id))
+
+
+def _gen1_everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    return battery_topic(sim.topic(device)), str(health[0]).encode()
+
+
 GEN1 = Driver(
     name="shelly",
     summary="Shelly Gen1 buttons and inputs (shellies/<id>/input_event/<n>)",
@@ -84,6 +96,8 @@ GEN1 = Driver(
     decode=decode_gen1,
     heartbeat_s=3600.0,  # Button1 wakes at least hourly to report its battery; mains devices stay connected
     shared_topics=_gen1_shared,
+    actions=tuple(GEN1_SENDS),
+    simulate=Simulation(everyday=_gen1_everyday, press=_gen1_press),
 )
 
 
@@ -150,6 +164,15 @@ def rpc_status_payload(device_prefix: str, battery: int, ts: float) -> bytes:
     }).encode()
 
 
+def _rpc_press(sim: SimulatedSite, device: Device, action: str) -> bytes:
+    return rpc_payload(sim.topic(device).removesuffix("/events/rpc"), device.channel or 0, GEN2_SENDS[action], time.time())
+
+
+def _rpc_everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    topic = sim.topic(device)
+    return topic, rpc_status_payload(topic.removesuffix("/events/rpc"), health[0], time.time())
+
+
 GEN2 = Driver(
     name="shelly_rpc",
     summary="Shelly Gen2+ inputs and buttons (JSON-RPC notifications on <id>/events/rpc)",
@@ -159,4 +182,6 @@ GEN2 = Driver(
     heartbeat_s=3600.0,
     shared_topics=_rpc_shared,
     decode_own_shared=decode_rpc,
+    actions=tuple(GEN2_SENDS),
+    simulate=Simulation(everyday=_rpc_everyday, press=_rpc_press),
 )

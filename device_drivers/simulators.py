@@ -1,6 +1,11 @@
-"""Simulated site devices publishing their native payloads with paho — every family guardlink speaks: buttons
+"""Simulated site devices publishing their native payloads with paho — every family in the driver registry: buttons
 (Zigbee2MQTT, Shelly Gen1 and Gen2, Tasmota, native), sensors, Frigate cameras, wearables and phones — and the
-guards wearing them, who answer offers, walk to incidents, report arriving and resolving, and sometimes fall."""
+guards wearing them, who answer offers, walk to incidents, report arriving and resolving, and sometimes fall.
+
+What each family's devices send is the family's own business: its driver entry's `simulate` hooks, next to its
+decoder. The simulator keeps the people, the clock and the connection: the MQTT client comes from the caller
+(`gateway.connection.threaded_client`, with TLS and credentials), or a plain one for tests.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +20,46 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device_drivers import frigate, guardlink_button, guardlink_wearable, owntracks, shelly, tasmota, zigbee2mqtt
-from device_drivers.driver import ACTIONS
+from device_drivers.driver import Health
 from device_drivers.registry import DRIVERS, driver
 from guardlink import topics
 from guardlink.geo import EARTH_RADIUS_M, LatLon, haversine_m
-from guardlink.provisioning import NATIVE_DRIVERS, ConfigRefused, ConfigReport, SignedConfig, verify_config
+from guardlink.provisioning import ConfigRefused, ConfigReport, SignedConfig, verify_config
 from guardlink.siteconfig import BrokerUrl, Device, SiteConfig
 
 log = logging.getLogger(__name__)
 
-WEARABLES = {"guardlink_wearable", "owntracks"}
 ARRIVED_M = 10.0
-# How each button family says a guardlink action (single, double, triple, hold, long ...) on the wire.
-SHELLY_GEN1 = {"single": "S", "double": "SS", "triple": "SSS", "hold": "L", "long": "L"}
-SHELLY_RPC = {"single": "single_push", "double": "double_push", "triple": "triple_push", "hold": "long_push", "long": "long_push"}
-TASMOTA = {"single": "SINGLE", "double": "DOUBLE", "triple": "TRIPLE", "quadruple": "QUAD", "many": "PENTA", "hold": "HOLD", "long": "HOLD"}
-# The guardlink actions each pressable family can send (a wearable's `long` is its silent SOS, anything else a short one).
-PRESS_ACTIONS = {
-    "zigbee2mqtt": tuple(sorted(ACTIONS)), "shelly": tuple(SHELLY_GEN1), "shelly_rpc": tuple(SHELLY_RPC), "tasmota": tuple(TASMOTA),
-    "guardlink_button": guardlink_button.ACTIONS, "guardlink_wearable": ("single", "long"),
-}
-PRESSABLE = set(PRESS_ACTIONS)
-SIMULATED_FAMILIES = tuple(sorted(DRIVERS))  # generated devices cycle through these
+
+
+class MqttClientFactory(Protocol):
+    """Makes the simulator's paho client for `broker` (credentials and TLS set, not yet connected):
+    `gateway.connection.threaded_client` is one."""
+
+    def __call__(self, broker: BrokerUrl, *, client_id: str) -> mqtt.Client: ...
+
+
+def plain_client(broker: BrokerUrl, *, client_id: str) -> mqtt.Client:
+    """A paho client with `broker`'s username and password, without TLS (enough for tests on a loopback broker)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password)
+    return client
+
+
+def pressable(device: Device) -> bool:
+    """The device has a button (or an SOS key) the simulator can press."""
+    return bool(driver(device.driver).actions)
+
+
+def worn(device: Device) -> bool:
+    """A guard wears the device: it walks with the guard and reports where it is."""
+    return driver(device.driver).wearable
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +130,7 @@ class SiteSimulator:
         radius_m: float = 250.0,
         habits: GuardHabits | None = None,
         public_key: Ed25519PublicKey | None = None,
+        mqtt_client: MqttClientFactory = plain_client,
     ) -> None:
         self.config = config
         self.broker = broker
@@ -124,10 +143,10 @@ class SiteSimulator:
         self.walkers = {
             d.id: Walker(_moved(self.home, self.rng.uniform(-radius_m, radius_m), self.rng.uniform(-radius_m, radius_m)), 0.0)
             for d in config.devices
-            if d.driver in WEARABLES
+            if worn(d)
         }
         self.wearable_of = {g.id: g.wearable for g in config.guards if g.wearable in self.walkers}
-        self.pressable = [d for d in config.devices if d.driver in PRESSABLE]
+        self.pressable = [d for d in config.devices if pressable(d)]
         self.pressed: dict[str, float] = {}  # device -> time of its latest press, set before publishing
         self.sent = 0  # messages published
         self.boot = time.time_ns() // 1_000_000  # native devices' boot counter: a new simulator is a new boot
@@ -139,9 +158,7 @@ class SiteSimulator:
         self._agenda: list[_Action] = []
         self._order = itertools.count()
         self._connected = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"guardlink-sim-{config.site.id}-{self.rng.getrandbits(32):08x}")
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
+        self._client = mqtt_client(broker, client_id=f"guardlink-sim-{config.site.id}-{self.rng.getrandbits(32):08x}")
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
 
@@ -165,9 +182,9 @@ class SiteSimulator:
         if self.habits is not None:
             client.subscribe([(topics.guard_offer(site, "+"), 1), (topics.guard_alert(site, "+"), 1)])
         if self.public_key is not None:
-            native = [d.id for d in self.config.devices if d.driver in NATIVE_DRIVERS]
-            if native:
-                client.subscribe([(topics.device_config(site, d), 1) for d in native])
+            verifying = [d.id for d in self.config.devices if driver(d.driver).verifies_configs]
+            if verifying:
+                client.subscribe([(topics.device_config(site, d), 1) for d in verifying])
         self._connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -209,85 +226,65 @@ class SiteSimulator:
                     self._arrived(device_id, walker)
             else:
                 walker.step(self.rng, self.home, step_m, self.radius_m)
-            device = self.config.device(device_id)
+            device = self._device(device_id)
             accuracy = walker.accuracy_m = round(self.rng.uniform(3, 12), 1)
-            if device.driver == "owntracks":
-                payload = owntracks.location_payload(walker.point, accuracy, time.time(), battery=self.rng.randint(20, 100))
-            else:
-                payload = guardlink_wearable.position_payload(self._next_seq(device_id), walker.point, accuracy, self.boot)
-            self._publish(device, payload)
+            position = driver(device.driver).simulate.position
+            if position is None:
+                raise NotImplementedError(f"{device.driver} is a wearable without a simulated position report")
+            self._publish(device, position(self, device, walker.point, accuracy))
 
     def report_motion(self) -> None:
-        """Every native wearable sends its one-second accelerometer summary (and now and then a heart rate)."""
+        """Every wearable with an accelerometer sends its one-second summary (and now and then a heart rate)."""
         for device_id, walker in self.walkers.items():
-            device = self.config.device(device_id)
-            if device.driver != "guardlink_wearable":
-                continue
-            if walker.fallen_since is not None:
-                payload = guardlink_wearable.motion_payload(self._next_seq(device_id), 0.97, 1.02, 85.0, True, self.boot)
-            else:
-                payload = self._motion(device_id)
-            self._publish(device, payload)
-            if self.rng.random() < 0.2:
-                self._publish(device, guardlink_wearable.vitals_payload(self._next_seq(device_id), self.rng.randint(65, 105), self.boot))
-
-    def _motion(self, device_id: str) -> bytes:
-        return guardlink_wearable.motion_payload(
-            self._next_seq(device_id), round(self.rng.uniform(0.7, 0.95), 2), round(self.rng.uniform(1.05, 1.6), 2),
-            round(self.rng.uniform(3, 25)), False, self.boot,
-        )
+            device = self._device(device_id)
+            motion = driver(device.driver).simulate.motion
+            for payload in motion(self, device, walker.fallen_since is not None) if motion else ():
+                self._publish(device, payload)
 
     def fall(self, device_id: str) -> None:
         """The guard wearing `device_id` falls: free fall, impact, then lies still until helped."""
         walker = self.walkers[device_id]
-        device = self.config.device(device_id)
+        device = self._device(device_id)
+        fall = driver(device.driver).simulate.fall
+        if fall is None:
+            raise ValueError(f"{device_id!r} ({device.driver}) cannot sense a fall")
         walker.fallen_since, walker.target, walker.job = time.time(), None, None
-        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.12, 1.0, 40.0, False, self.boot))
-        self._publish(device, guardlink_wearable.motion_payload(self._next_seq(device_id), 0.9, 3.6, 85.0, False, self.boot))
+        for payload in fall(self, device):
+            self._publish(device, payload)
         log.info("event=simulated_fall device=%s", device_id)
 
     def press(self, device_id: str, action: str = "single") -> float:
         """Press the device's button with a guardlink action (single, double, triple, hold, long); a wearable's
         `long` is its silent SOS. Returns the press time."""
         device = self.pressable_device(device_id, action)
-        topic = self._topic(device)
-        if device.driver == "zigbee2mqtt":
-            payload = zigbee2mqtt.button_payload(action, battery=self.rng.randint(40, 100), linkquality=self.rng.randint(60, 255))
-        elif device.driver == "shelly":
-            payload = shelly.gen1_payload(SHELLY_GEN1[action], self._next_seq(device_id))
-        elif device.driver == "shelly_rpc":
-            prefix = topic.removesuffix("/events/rpc")
-            payload = shelly.rpc_payload(prefix, device.channel or 0, SHELLY_RPC[action], time.time())
-        elif device.driver == "tasmota":
-            payload = tasmota.result_payload(device.channel or 1, TASMOTA[action])
-        elif device.driver == "guardlink_button":
-            payload = guardlink_button.press_payload(self._next_seq(device_id), action, self.boot)
-        else:
-            payload = guardlink_wearable.sos_payload(self._next_seq(device_id), "long" if action == "long" else "short", self.boot)
+        press = driver(device.driver).simulate.press
+        if press is None:
+            raise NotImplementedError(f"{device.driver} has actions but no simulated press")
+        payload = press(self, device, action)
         pressed_at = self.pressed[device_id] = time.time()
-        self._send(topic, payload)
+        self._send(self.topic(device), payload)
         return pressed_at
 
     def pressable_device(self, device_id: str, action: str) -> Device:
         """The button or wearable `device_id`, if it can send `action`; ValueError saying what can be pressed instead."""
         device = self.config.device(device_id)
-        if device is None or device.driver not in PRESSABLE:
+        if device is None or not pressable(device):
             known = ", ".join(d.id for d in self.pressable) or "none"
             raise ValueError(f"{device_id!r} is not a button or wearable of site {self.config.site.id} (pressable: {known})")
-        if action not in PRESS_ACTIONS[device.driver]:
-            raise ValueError(f"{device_id!r} ({device.driver}) cannot send {action!r} (it can: {', '.join(PRESS_ACTIONS[device.driver])})")
+        actions = driver(device.driver).actions
+        if action not in actions:
+            raise ValueError(f"{device_id!r} ({device.driver}) cannot send {action!r} (it can: {', '.join(actions)})")
         return device
 
     def detect(self, device_id: str, zone: str = "yard", label: str = "person") -> float:
-        """A Frigate camera sees `label` walk into `zone`; returns the time it was published."""
+        """A camera (Frigate's) sees `label` walk into `zone`; returns the time it was published."""
         device = self.config.device(device_id)
-        if device is None or device.driver != "frigate":
-            raise ValueError(f"{device_id!r} is not a Frigate camera of site {self.config.site.id}")
-        topic = self._topic(device)
-        camera, now = frigate.camera_of(device), time.time()
-        event_id = f"{now:.6f}-{self.rng.getrandbits(24):06x}"
-        self._send(f"{topic.rsplit('/', 2)[0]}/events", frigate.event_payload("new", camera, label, 0.6, [], [], event_id, now))
-        self._send(f"{topic.rsplit('/', 2)[0]}/events", frigate.event_payload("update", camera, label, 0.88, [], [zone], event_id, now))
+        detect = driver(device.driver).simulate.detect if device is not None else None
+        if device is None or detect is None:
+            raise ValueError(f"{device_id!r} is not a camera of site {self.config.site.id}")
+        now = time.time()
+        for topic, payload in detect(self, device, zone, label):
+            self._send(topic, payload)
         self.pressed[device_id] = now
         return now
 
@@ -297,31 +294,15 @@ class SiteSimulator:
 
     def routine(self, device: Device) -> tuple[str, bytes]:
         """The topic and payload of one everyday message of `device`; each gives the edge exactly one event."""
-        topic, rng = self._topic(device), self.rng
-        # A device's battery and radio drift slowly, as real ones do: what it reports changes now and then, not every time.
+        return driver(device.driver).simulate.everyday(self, device, self._drifting_health(device))
+
+    def _drifting_health(self, device: Device) -> Health:
+        """A device's battery and radio drift slowly, as real ones do: what it reports changes now and then, not every time."""
+        rng = self.rng
         battery, linkquality = self._health.setdefault(device.id, (rng.randint(40, 100), rng.randint(30, 255)))
         if rng.random() < 0.01:
             self._health[device.id] = (max(0, battery - 1), max(0, min(255, linkquality + rng.randint(-5, 5))))
-        now = time.time()
-        if device.driver == "zigbee2mqtt":
-            return topic, json.dumps({"battery": battery, "linkquality": linkquality}).encode()
-        if device.driver == "shelly":
-            return shelly.battery_topic(topic), str(battery).encode()
-        if device.driver == "shelly_rpc":
-            return topic, shelly.rpc_status_payload(topic.removesuffix("/events/rpc"), battery, now)
-        if device.driver == "tasmota":
-            return tasmota.telemetry_topic(topic), tasmota.state_payload(rng.randint(60, 10**6), linkquality * 100 // 255)
-        if device.driver == "frigate":
-            return topic, rng.choice((b"ON", b"OFF"))
-        if device.driver == "guardlink_button":
-            return topic, guardlink_button.status_payload(self._next_seq(device.id), battery, -40 - linkquality // 5, self.boot)
-        walker = self.walkers.get(device.id)
-        point = walker.point if walker else self.home
-        if device.driver == "owntracks":
-            return topic, owntracks.location_payload(point, rng.uniform(3, 12), now)
-        if rng.random() < 0.5:
-            return topic, self._motion(device.id)
-        return topic, guardlink_wearable.position_payload(self._next_seq(device.id), point, round(rng.uniform(3, 12), 1), self.boot)
+        return battery, linkquality
 
     def publish_raw(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish anything (for bad-input tests and fuzzing)."""
@@ -439,7 +420,7 @@ class SiteSimulator:
                 presses += 1
                 next_press += press_every_s * self.rng.uniform(0.6, 1.4)
             if now >= next_fall:
-                candidates = [d for d, w in self.walkers.items() if self.config.device(d).driver == "guardlink_wearable" and w.job is None]
+                candidates = [d for d, w in self.walkers.items() if driver(self._device(d).driver).simulate.fall and w.job is None]
                 if candidates:
                     self.fall(self.rng.choice(candidates))
                 next_fall = now + self.rng.expovariate(1 / falls)
@@ -468,11 +449,30 @@ class SiteSimulator:
             stop.wait(max(0.0, min(start + (sent + 1) / rate_per_s, next_press) - time.monotonic()))
         return sent, presses
 
-    def _topic(self, device: Device) -> str:
+    # -- what the families' simulation hooks are given (device_drivers.driver.SimulatedSite) -------
+
+    def topic(self, device: Device) -> str:
+        """The topic the device publishes on."""
         return driver(device.driver).topic_for(self.config.site.id, device)
 
+    def next_seq(self, device_id: str) -> int:
+        """The device's next message sequence number, from 0."""
+        self._seq[device_id] = self._seq.get(device_id, -1) + 1
+        return self._seq[device_id]
+
+    def where(self, device: Device) -> LatLon:
+        """Where a worn device is (with its guard); the site's centre for any other."""
+        walker = self.walkers.get(device.id)
+        return walker.point if walker else self.home
+
+    def _device(self, device_id: str) -> Device:
+        device = self.config.device(device_id)
+        if device is None:
+            raise KeyError(f"no device {device_id!r} at site {self.config.site.id}")
+        return device
+
     def _publish(self, device: Device, payload: bytes) -> None:
-        self._send(self._topic(device), payload)
+        self._send(self.topic(device), payload)
 
     def _send(self, topic: str, payload: bytes) -> None:
         if len(self._in_flight) >= self._prune_at:  # prune when the list has doubled: linear, however far the broker lags
@@ -481,23 +481,21 @@ class SiteSimulator:
         self._in_flight.append(self._client.publish(topic, payload, qos=1))
         self.sent += 1
 
-    def _next_seq(self, device_id: str) -> int:
-        self._seq[device_id] = self._seq.get(device_id, -1) + 1
-        return self._seq[device_id]
 
-
-def with_simulated_devices(config: SiteConfig, count: int, families: tuple[str, ...] = SIMULATED_FAMILIES) -> SiteConfig:
-    """The site with devices added until it has `count`: `sim-<n>` of each family in turn, placed around the site.
+def with_simulated_devices(config: SiteConfig, count: int, families: tuple[str, ...] | None = None) -> SiteConfig:
+    """The site with devices added until it has `count`: `sim-<n>` of each family in turn (default: every registered
+    one, by name), placed around the site; worn devices are not placed, their guards carry them.
 
     The same config and count always give the same devices, so an edge started on the written-out site knows them.
     """
+    families = families or tuple(sorted(DRIVERS))
     home = config.site.location.point()
     added = []
     for n in range(max(0, count - len(config.devices))):
         family = families[n % len(families)]
         angle, radius = n * 2.399963, 20 + (n % 50) * 4  # a golden-angle spiral: spread out, reproducible
         point = _moved(home, radius * math.cos(angle), radius * math.sin(angle))
-        located = {"location": {"lat": point.lat, "lon": point.lon}} if family not in WEARABLES else {}
+        located = {"location": {"lat": point.lat, "lon": point.lon}} if not driver(family).wearable else {}
         added.append(Device.model_validate({"id": f"sim-{n}", "driver": family, **located}))
     return config.model_copy(update={"devices": [*config.devices, *added]})
 

@@ -15,12 +15,13 @@ import json
 import re
 from collections.abc import Sequence
 
-from device_drivers.driver import DecodeShared, Driver, decode_availability, each_device, on_channel, press
+from device_drivers.driver import DecodeShared, Driver, Health, SimulatedSite, Simulation, decode_availability, each_device, on_channel, press
 from device_drivers.payload import PayloadError, json_object, number, obj, text
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device
 
 ACTIONS = {"SINGLE": "single", "DOUBLE": "double", "TRIPLE": "triple", "QUAD": "quadruple", "PENTA": "many", "HOLD": "hold"}
+SENDS = {action: word for word, action in ACTIONS.items()} | {"long": "HOLD"}  # what a simulated press of each guardlink action sends
 _BUTTON = re.compile(r"^Button([1-8])$")
 
 
@@ -75,6 +76,14 @@ def state_payload(uptime_s: int, rssi: int) -> bytes:
     return json.dumps({"Time": "2024-01-01T00:00:00", "Uptime": uptime, "UptimeSec": uptime_s, "Wifi": {"RSSI": rssi, "Signal": -60}}).encode()
 
 
+def _simulated_press(sim: SimulatedSite, device: Device, action: str) -> bytes:
+    return result_payload(device.channel or 1, SENDS[action])
+
+
+def _everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    return telemetry_topic(sim.topic(device)), state_payload(sim.rng.randint(60, 10**6), health[1] * 100 // 255)
+
+
 DRIVER = Driver(
     name="tasmota",
     summary="Tasmota modules' buttons (stat/<topic>/RESULT)",
@@ -84,4 +93,6 @@ DRIVER = Driver(
     heartbeat_s=300.0,  # tele/<topic>/STATE every TelePeriod (300 s by default)
     shared_topics=_shared,
     decode_own_shared=decode_result,
+    actions=tuple(SENDS),
+    simulate=Simulation(everyday=_everyday, press=_simulated_press),
 )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 
-from device_drivers.driver import ACTIONS, DecodeShared, Driver, decode_availability, each_device, press
+from device_drivers.driver import ACTIONS, DecodeShared, Driver, Health, SimulatedSite, Simulation, decode_availability, each_device, press
 from device_drivers.payload import PayloadError, flag, integer, json_object, number, text
 from guardlink.models import Event, EventKind
 from guardlink.siteconfig import Device
@@ -89,6 +89,15 @@ def _bridge_state(payload: bytes, device: Device, now: float) -> list[Event]:
     return [event]
 
 
+def _simulated_press(sim: SimulatedSite, device: Device, action: str) -> bytes:
+    return button_payload(action, battery=sim.rng.randint(40, 100), linkquality=sim.rng.randint(60, 255))
+
+
+def _everyday(sim: SimulatedSite, device: Device, health: Health) -> tuple[str, bytes]:
+    battery, linkquality = health
+    return sim.topic(device), json.dumps({"battery": battery, "linkquality": linkquality}).encode()
+
+
 DRIVER = Driver(
     name="zigbee2mqtt",
     summary="Zigbee buttons and sensors (contact, occupancy, leak, smoke) bridged by Zigbee2MQTT",
@@ -98,4 +107,7 @@ DRIVER = Driver(
     heartbeat_s=3600.0,  # battery buttons check in about hourly (Zigbee2MQTT's own passive timeout is 25 h)
     availability_topic=lambda site, device, topic: f"{topic}/availability",
     shared_topics=_bridge,
+    actions=tuple(sorted(ACTIONS)),
+    bridge_user="zigbee2mqtt",  # its devices never connect: the bridge publishes for all of them
+    simulate=Simulation(everyday=_everyday, press=_simulated_press),
 )

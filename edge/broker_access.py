@@ -3,8 +3,9 @@
 Each device that connects by itself (native firmware, an OwnTracks phone) gets its own user that may
 publish only its own topics and read only its own configuration (and, for a guard's wearable, that
 guard's offers and alerts). Zigbee devices never connect: the Zigbee2MQTT bridge speaks for all of
-them, as one user confined to `zigbee2mqtt/#`. The edge node reads every device topic and writes
-guardlink's; the installer writes configurations and reads what devices report. Anonymous access is off.
+them, as one user confined to `zigbee2mqtt/#` (a family's driver entry names its bridge account,
+`bridge_user`). The edge node reads every device topic and writes guardlink's; the installer writes
+configurations and reads what devices report. Anonymous access is off.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from device_drivers.registry import driver
 from guardlink import topics
 from guardlink.siteconfig import SiteConfig
 
-BRIDGED = {"zigbee2mqtt": "zigbee2mqtt"}  # driver -> the bridge user that publishes for all its devices
 DURABILITY_CONF = Path(__file__).resolve().parent.parent / "firmware_configs" / "mosquitto" / "conf.d" / "durability.conf"
 SERVICE_USER = "mosquitto"  # Debian's mosquitto, started as root, drops to this user before it reads passwd and acl
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for its $7$ (PBKDF2-SHA512) format
@@ -52,8 +52,8 @@ def users_for(config: SiteConfig) -> list[User]:
     bridges: dict[str, User] = {}
     for device in config.devices:
         drv = driver(device.driver)
-        if device.driver in BRIDGED:
-            name = BRIDGED[device.driver]
+        if drv.bridge_user:
+            name = drv.bridge_user
             bridge = bridges.setdefault(name, User(name, f"{device.driver} bridge", readwrite=[f"{name}/#"]))
             if drv.topic_for(site, device).split("/")[0] != name:  # a device moved outside the bridge's base topic
                 bridge.write.append(drv.topic_for(site, device))

@@ -4,7 +4,8 @@ A device's effective configuration is published retained on `guardlink/<site>/de
 as a `guardlink.device-config/1` document. The signature covers the canonical JSON (sorted keys, no
 spaces, UTF-8) of every field except `signature`. A device holding the site's public key verifies the
 signature, the site and its own id, and that the version is newer than the one it applied; it then
-applies the configuration and reports on `.../config/applied`.
+applies the configuration and reports on `.../config/applied`. Which device families do (their firmware
+verifies pushes) their driver entries say (`Driver.verifies_configs` in device_drivers/).
 """
 
 from __future__ import annotations
@@ -66,9 +67,6 @@ class ConfigReport(BaseModel):
     status: Literal["applied", "refused"]
     version: int | None = None
     reason: str | None = None
-
-
-NATIVE_DRIVERS = frozenset({"guardlink_wearable", "guardlink_button"})  # firmware that verifies, applies and reports pushes
 
 
 def effective_config(device: Device) -> dict[str, Any]:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import running_edge, wait_until
-
 from device_drivers import guardlink_button, zigbee2mqtt
-from device_drivers.simulators import PRESSABLE, SiteSimulator
+from device_drivers.registry import DRIVERS
+from device_drivers.simulators import SiteSimulator
 from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import Device, SiteConfig
 
+from conftest import running_edge, wait_until
+
 SITE = "hohhot-no3-primary"
+PRESSABLE = {name for name, family in DRIVERS.items() if family.actions}
 EXTRA = [
     {"id": "btn-shelly", "driver": "shelly", "topic": "shellies/shellybutton1-C45BBE", "zone": "hall"},
     {"id": "in-lobby", "driver": "shelly_rpc", "topic": "shellyplusi4-a8032ab1/events/rpc", "channel": 1, "test_actions": ["double"]},
