@@ -97,10 +97,8 @@ def load_records(path: Path, zone: str | None, skip_bad_rows: bool) -> Incidents
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from hub.hotspots.evaluate import AREAS, evaluate
+    from hub.hotspots.evaluate import AREAS, replay
     from hub.hotspots.forecast import grid_for
-    from hub.hotspots.hawkes import SelfExciting
-    from hub.hotspots.methods import Baseline, History, KernelDensity
 
     began = time.perf_counter()
     config = _district(args.district)
@@ -109,49 +107,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"guardlink hotspots: {args.data} holds no incidents", file=sys.stderr)
         return 1
     grid = grid_for(incidents, config, _cell_m(args, config))
-    history = History.of(incidents, grid)
-    methods = [Baseline(), KernelDensity(), SelfExciting()]
-    loaded = time.perf_counter()
-    evaluation = evaluate(history, methods, args.hours, progress=_progress("replaying", time.perf_counter()))
-    figures = report(evaluation, time.perf_counter() - began, loaded - began)
+    evaluation, figures = replay(incidents, grid, args.hours, began, progress=_progress("replaying", time.perf_counter()))
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
         print(table(evaluation, figures, AREAS))
     return 0
-
-
-def report(evaluation: Evaluation, seconds: float, load_seconds: float) -> dict[str, Any]:
-    """The evaluation's figures: per method `hit_rate_5pct`, `pai_5pct` (and 1, 10 %), the baseline's, and the best gain."""
-    from hub.hotspots.evaluate import AREAS
-
-    methods: dict[str, dict[str, float]] = {}
-    for result in evaluation.results:
-        figures: dict[str, float] = {}
-        for area in AREAS:
-            pct = f"{round(area * 100)}pct"
-            figures[f"hit_rate_{pct}"] = round(evaluation.hit_rate(result, area), 4)
-            figures[f"pai_{pct}"] = round(evaluation.pai(result, area), 3)
-        figures["predict_s"] = round(result.seconds, 2)
-        methods[result.name] = figures
-    baseline = methods.pop("baseline")
-    best = max(methods, key=lambda name: methods[name]["pai_5pct"])
-    flat = {f"{name}_{key}": value for name, figures in methods.items() for key, value in figures.items()}
-    return {
-        "incidents": evaluation.incidents,
-        "days": evaluation.days,
-        "windows": evaluation.windows,
-        "window_hours": evaluation.hours,
-        "cells": evaluation.cells,
-        "methods": methods,
-        "baseline": baseline,
-        **{f"baseline_{key}": value for key, value in baseline.items()},
-        **flat,
-        "best_method": best,
-        "pai_gain_5pct": round(methods[best]["pai_5pct"] / baseline["pai_5pct"], 3) if baseline["pai_5pct"] else None,
-        "hotspots_eval_s": round(seconds, 2),
-        "load_s": round(load_seconds, 2),
-    }
 
 
 def table(evaluation: Evaluation, figures: dict[str, Any], areas: tuple[float, ...]) -> str:

@@ -29,6 +29,7 @@ from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
 from hub.cap_feed import cap_router
 from hub.console import console_router
 from hub.evidence import evidence_router, uploaded_evidence
+from hub.hotspots_api import hotspots_router
 from hub.login_limits import LoginLimits, retry_after
 from hub.stream import Change, ChangeFeed
 from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RevisionRow, SiteRow
@@ -130,6 +131,7 @@ def create_app(
     app.include_router(evidence_router(engine, config, principal))
     app.include_router(console_router(engine=engine, config=config, user=principal))
     app.include_router(cap_router(engine, config, principal))
+    app.include_router(hotspots_router(engine, config, principal))
 
     # --- who is asking ---------------------------------------------------------------------------------------------
 

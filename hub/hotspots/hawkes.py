@@ -36,9 +36,9 @@ HOURS = 24
 
 @dataclass(frozen=True, slots=True)
 class Pairs:
-    """(parent, child) incident indices in the same cell, the child later by `dt` days (at most the horizon)."""
+    """Incidents (`child` indices) following an earlier one in the same cell by `dt` days (at most the horizon); one entry
+    per (earlier, later) pair."""
 
-    parent: np.ndarray
     child: np.ndarray
     dt: np.ndarray
 
@@ -58,21 +58,17 @@ def near_pairs(history: History, horizon_days: float, max_parents: int) -> Pairs
     """Every pair of incidents in one cell at most `horizon_days` apart, up to `max_parents` parents per child."""
     order = np.lexsort((history.t, history.cell))
     cell, t = history.cell[order], history.t[order]
-    parents, children, gaps = [], [], []
-    for k in range(1, max_parents + 1):  # one vectorised pass per offset, not per incident
-        if k >= order.size:
-            break
+    children, gaps = [], []
+    for k in range(1, min(max_parents, order.size - 1) + 1):  # one vectorised pass per offset, not per incident
         dt = t[k:] - t[:-k]
         keep = (cell[k:] == cell[:-k]) & (dt <= horizon_days)
         if not keep.any():
             break
-        parents.append(order[:-k][keep])
         children.append(order[k:][keep])
         gaps.append(dt[keep])
-    if not parents:
-        empty = np.empty(0, np.int64)
-        return Pairs(empty, empty, np.empty(0))
-    return Pairs(np.concatenate(parents), np.concatenate(children), np.concatenate(gaps))
+    if not children:
+        return Pairs(np.empty(0, np.int64), np.empty(0))
+    return Pairs(np.concatenate(children), np.concatenate(gaps))
 
 
 @dataclass
@@ -139,13 +135,14 @@ def fit(history: History, pairs: Pairs, until: float, iterations: int, previous:
     hour = history.tod_bin * HOURS // TOD_BINS
     horizon = float(pairs.dt.max()) if pairs.dt.size else 1.0
     used = pairs.child < n
-    parent, child, dt = pairs.parent[used], pairs.child[used], pairs.dt[used]
+    child, dt = pairs.child[used], pairs.dt[used]
     exposure = max(until - float(history.t[0]), 1.0) if n else 1.0
     left = np.minimum(until - history.t[:n], horizon)
     theta, omega = (previous.theta, previous.omega) if previous else (0.2, 0.5)
     p_bg = np.ones(n)
     done = 0
-    for done in range(1, iterations + 1):  # EM iterations, each vectorised over all pairs
+    while done < iterations:  # EM iterations, each vectorised over all pairs
+        done += 1
         nu = background_rates(history.cell[:n], hour[:n], p_bg, cells, math.inf) / exposure
         background = HOURS * nu[history.cell[:n], hour[:n]]
         trigger = theta * omega * np.exp(-omega * dt)
