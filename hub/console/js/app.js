@@ -142,8 +142,12 @@ async function boot() {
   on("connection", renderBanner);
   on("incidents", renderNav);
   on("sites", renderNav);
-  on("alert", (row) => {
-    alarm();
+  let lastAlarm = 0;
+  on("alert", () => {
+    if (Date.now() - lastAlarm > 3000) {  // one sound for a burst (catching up after a reconnect), not a din
+      lastAlarm = Date.now();
+      alarm();
+    }
     document.body.dataset.alerts = String(state.alerts);
     renderSound();
   });
