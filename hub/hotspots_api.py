@@ -6,7 +6,7 @@ incidents only. Computed on request from the stored incidents (a year back), off
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ HISTORY_DAYS = 365
 def hotspots_router(engine: Engine, config: DistrictConfig, principal: Callable[[Request], Principal]) -> APIRouter:
     """`GET /api/hotspots?hours=4&top=20&method=hawkes`."""
     router = APIRouter(prefix="/api", tags=["hotspots"])
-    community_sites = {c.id: c.sites for c in config.communities}
+    community_sites: dict[str, Collection[str]] = {c.id: c.sites for c in config.communities}
     signed_in = Depends(principal)
 
     @router.get("/hotspots")

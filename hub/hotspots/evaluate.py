@@ -27,7 +27,8 @@ WARMUP_DAYS = 28  # the baseline looks back 4 weeks
 class Method(Protocol):
     """Scores every cell for [start, start + hours) from the incidents before `start`."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def predict(self, history: History, start: float, hours: float) -> np.ndarray: ...
 

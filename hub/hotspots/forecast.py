@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from hub.hotspots.hawkes import SelfExciting
 from hub.hotspots.methods import Baseline, History, KernelDensity
 from hub.hotspots.records import Incidents, wall_clock, zone_named
 
-METHODS: dict[str, type[Method]] = {"hawkes": SelfExciting, "kde": KernelDensity, "baseline": Baseline}
+METHODS: dict[str, Callable[[], Method]] = {"hawkes": SelfExciting, "kde": KernelDensity, "baseline": Baseline}
 DEFAULT_METHOD = "hawkes"
 
 
