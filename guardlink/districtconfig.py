@@ -108,7 +108,7 @@ class DistrictConfig(_Model):
     settings: HubSettings = Field(default_factory=HubSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     hotspots: HotspotSettings = Field(default_factory=HotspotSettings)
-    register: RegisterSettings = Field(default_factory=RegisterSettings)
+    registry: RegisterSettings = Field(default_factory=RegisterSettings)
 
     @field_validator("broker")
     @classmethod

@@ -48,6 +48,7 @@ class AuditAction(StrEnum):
     USER_ADDED = "user_added"
     USER_DISABLED = "user_disabled"
     TOKEN_ISSUED = "token_issued"
+    REGISTER = "register"  # a change to the district register of guards (hub/register.py): subject is the guard or company
 
 
 class AccountError(Exception):

@@ -16,6 +16,7 @@ from guardlink.models import PoliceCommand
 from guardlink.siteconfig import BrokerUrl, parse_listen
 from hub.database import make_engine, migrate
 from hub.intake import Intake
+from hub.register_publisher import roster_service
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ async def serve(
     server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=2))  # an open live stream must not hold up a stop
     intake_task = asyncio.create_task(intake.run(), name="intake")
+    rosters = roster_service(config, engine, lambda: intake.client)  # the register's rosters to the sites (hub/register_publisher.py)
+    rosters_task = asyncio.create_task(rosters, name="rosters") if rosters is not None else None
     serving = asyncio.create_task(server.serve(), name="http")
     try:
         while not server.started and not serving.done():
@@ -90,6 +93,8 @@ async def serve(
         with suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(serving), timeout=5)
         intake_task.cancel()
+        if rosters_task is not None:
+            rosters_task.cancel()
         with suppress(asyncio.CancelledError):
             await intake_task
         engine.dispose()

@@ -1,0 +1,157 @@
+"""Site rosters out to the edges: derived from the register, signed with the district key, published retained (QoS 1).
+
+The publisher watches the register's revision (bumped by every change, made by the API or by `guardlink registry
+import` in another process); after a burst of changes settles (`registry.roster_debounce_s`) it derives every placed
+site's roster and publishes those whose guards changed, each with the next version. Every `registry.roster_every_s`
+it derives them again without a change (a vetting ends with the passing of a day). A site asked for by the API
+(`POST /api/register/sites/{site}/roster`) is published again as it is. At start every site's roster goes out once, so
+the broker's retained copy is the register's whatever happened while the hub was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from guardlink import topics
+from guardlink.districtconfig import DistrictConfig
+from guardlink.provisioning import load_private_key
+from guardlink.roster import RosterGuard, sign_roster
+from hub.register import district_today, revision, site_rosters
+from hub.register_tables import RosterRow
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes], Awaitable[None]]  # (topic, payload): retained, QoS 1; raises when the broker did not take it
+
+
+def digest(guards: list[RosterGuard]) -> str:
+    """What identifies a roster's content (its version and signature aside)."""
+    return hashlib.sha256(json.dumps([g.model_dump() for g in guards], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class RosterPublisher:
+    """Derives, signs and publishes site rosters; `run()` until cancelled. The clock is passed in (tests move days)."""
+
+    def __init__(
+        self, config: DistrictConfig, engine: Engine, key: Ed25519PrivateKey, publish: Publish, *, clock: Callable[[], float] = time.time, poll_s: float = 0.05,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.key = key
+        self.publish = publish
+        self.clock = clock
+        self.poll_s = poll_s
+        self.published = 0
+        self.versions: dict[str, int] = {}  # the version last published per site
+        self._pending: dict[str, bytes] = {}  # signed, not yet taken by the broker
+
+    async def run(self) -> None:
+        seen: int | None = None
+        cycle_at = float("-inf")
+        force = True  # at start: every site once
+        while True:
+            current, requested = await asyncio.to_thread(self._poll)
+            if current != seen and seen is not None:
+                current = await self._settle(current)
+            if force or requested or current != seen or self.clock() - cycle_at >= self.config.registry.roster_every_s:
+                cycle_at = self.clock()
+                try:
+                    self._pending.update(await asyncio.to_thread(self.derive, force, requested))
+                except Exception:
+                    log.exception("event=rosters_not_derived")
+                else:
+                    seen, force = current, False
+            if self._pending:
+                await self._send()
+            await asyncio.sleep(self.poll_s)
+
+    async def _settle(self, current: int) -> int:
+        """Wait until the register stops changing for the debounce time (at most 5 of them): one roster for a burst."""
+        debounce = self.config.registry.roster_debounce_s
+        deadline = self.clock() + 5 * debounce
+        while debounce > 0 and self.clock() < deadline:
+            await asyncio.sleep(debounce)
+            later, _ = await asyncio.to_thread(self._poll)
+            if later == current:
+                break
+            current = later
+        return current
+
+    def _poll(self) -> tuple[int, list[str]]:
+        with Session(self.engine) as session:
+            return revision(session), list(session.scalars(select(RosterRow.site).where(RosterRow.requested.is_(True))))
+
+    def derive(self, every: bool = False, requested: list[str] | None = None) -> dict[str, bytes]:
+        """Every site's roster; those whose guards changed get the next version and are signed (`every`: all of them)."""
+        now = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        district = self.config.district.id
+        signed: dict[str, bytes] = {}
+        with Session(self.engine) as session, session.begin():
+            rosters = site_rosters(session, self.config, district_today(self.config, now))
+            rows = {row.site: row for row in session.scalars(select(RosterRow))}
+            for site, guards in rosters.items():
+                row, sha = rows.get(site), digest(guards)
+                if row is None:
+                    row = RosterRow(site=site, version=0, sha256="", guards=0, requested=False)
+                    session.add(row)
+                changed = row.sha256 != sha
+                if not (changed or every or site in (requested or ())):
+                    continue
+                if changed:
+                    row.version, row.sha256, row.guards = row.version + 1, sha, len(guards)
+                row.published_at, row.requested = now, False
+                roster = sign_roster(self.key, district, site, row.version, guards, now.isoformat())
+                signed[site] = roster.to_json()
+                self.versions[site] = row.version
+                if changed:
+                    log.info("event=roster_signed site=%s version=%d guards=%d", site, row.version, len(guards))
+            if requested:  # a site no longer placed: nothing to send, nothing more asked
+                session.execute(update(RosterRow).where(RosterRow.site.in_(requested)).values(requested=False))
+        return signed
+
+    async def _send(self) -> None:
+        district = self.config.district.id
+        for site, payload in list(self._pending.items()):
+            try:
+                await self.publish(topics.police_roster(district, site), payload)
+            except Exception as exc:  # kept: sent with the next try
+                log.warning("event=roster_not_published site=%s error=%r", site, str(exc))
+                return
+            if self._pending.get(site) is payload:
+                del self._pending[site]
+            self.published += 1
+
+
+def roster_key(config: DistrictConfig) -> Ed25519PrivateKey | None:
+    """The district's roster signing key, when the district file names one."""
+    path = config.registry.signing_key
+    return load_private_key(Path(path).expanduser()) if path else None
+
+
+def roster_service(config: DistrictConfig, engine: Engine, client: Callable[[], object | None]) -> Coroutine[Any, Any, None] | None:
+    """The publisher over the hub's district broker connection (`client()`: the intake's, None while disconnected); None when
+    the district file names no signing key. A key that cannot be loaded raises here, before the hub starts."""
+    key = roster_key(config)
+    if key is None:
+        log.info("event=rosters_off reason=no_signing_key (registry.signing_key in the district file)")
+        return None
+
+    async def publish(topic: str, payload: bytes) -> None:
+        connected = client()
+        if connected is None:
+            raise ConnectionError("the hub is not connected to the district broker")
+        await connected.publish(topic, payload, qos=1, retain=True)  # type: ignore[attr-defined]
+
+    return RosterPublisher(config, engine, key, publish).run()
