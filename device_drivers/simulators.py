@@ -363,7 +363,7 @@ class SiteSimulator:
         job = walker.job
         walker.on_scene, walker.target = True, None
         self._reply(guard, "on_scene", job)
-        for other_id, other in self.walkers.items():
+        for other in self.walkers.values():
             if other.fallen_since is not None and haversine_m(other.point, walker.point) <= 2 * ARRIVED_M:
                 other.fallen_since = None  # helped up
 

@@ -146,7 +146,7 @@ def write_broker_config(
     (out / "acl").write_text(acl_text(config, users))
     (out / "passwd").write_text("".join(f"{name}:{password_hash(pw)}\n" for name, pw in passwords.items()))
     _write_secret(out / "credentials.txt",
-                  "# broker accounts for site %s: give each device its own line; keep this file secret\n" % config.site.id
+                  f"# broker accounts for site {config.site.id}: give each device its own line; keep this file secret\n"
                   + "".join(f"{name} {pw}\n" for name, pw in passwords.items()))
     _write_secret(out / "edge.password", passwords["edge"] + "\n")  # for the edge's broker URL: ?password_file=...
     (out / "mosquitto.conf").write_text(mosquitto_conf(out, bind=bind, port=port, durability=durability, tls=tls))

@@ -25,7 +25,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-
 from device_drivers.driver import DecodeShared
 from device_drivers.payload import PayloadError
 from device_drivers.registry import driver

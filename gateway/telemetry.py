@@ -219,7 +219,7 @@ class TelemetrySink:
                 body = "\n".join(self._point(Point, s).to_line_protocol() for s in batch).encode()
                 try:
                     self._write_api.write(self.settings.bucket, self.settings.org, body, write_precision=WritePrecision.NS)
-                except Exception as exc:  # noqa: BLE001 - the client refused them outright: lost (counted, logged), the feeder goes on
+                except Exception as exc:
                     self._settled(len(batch), exc)
             self._log_drops()
             if stopping:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from conftest import running_edge, wait_until
-
 from device_drivers.simulators import SiteSimulator
 from edge.intake import UNKNOWN_DEVICE
 from guardlink import topics
 from guardlink.models import Escalation
+
+from conftest import running_edge, wait_until
 
 BAD = [
     ("zigbee2mqtt/btn-gate", b"{not json", ("btn-gate", "malformed_json")),

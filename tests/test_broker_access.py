@@ -13,12 +13,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from bench.servers import _wait_listening, mosquitto_binary, stop_process
-from conftest import GUARDLINK, REPO, SCHOOL, running_edge, wait_until
 from device_drivers import guardlink_wearable, zigbee2mqtt
 from edge.embedded_broker import free_tcp_port
 from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import BrokerUrl
+
+from conftest import GUARDLINK, REPO, SCHOOL, running_edge, wait_until
 
 SITE = "hohhot-no3-primary"
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import GUARDLINK, SCHOOL, Recorder
 
 from bench.servers import mosquitto_command, stop_process
 from device_drivers import guardlink_wearable
@@ -29,6 +28,8 @@ from edge.embedded_broker import free_tcp_port
 from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import BrokerUrl
+
+from conftest import GUARDLINK, SCHOOL, Recorder
 
 SITE = "hohhot-no3-primary"
 WEARABLES = ("wear-li", "wear-zhang", "wear-wang")

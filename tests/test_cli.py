@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import jsonschema
-from conftest import GUARDLINK, REPO, SCHOOL, stop_process
 
 from edge.embedded_broker import free_tcp_port
+
+from conftest import GUARDLINK, REPO, SCHOOL, stop_process
 
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
 

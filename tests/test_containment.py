@@ -12,7 +12,6 @@ import sqlite3
 import string
 
 import paho.mqtt.client as mqtt
-from conftest import running_edge, running_mosquitto, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +21,12 @@ from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import BrokerUrl, SiteConfig
 
+from conftest import running_edge, running_mosquitto, wait_until
+
 SITE = "hohhot-no3-primary"
 
 
-def escalated_devices(recorder) -> list[str]:  # noqa: ANN001
+def escalated_devices(recorder) -> list[str]:
     return [Escalation.from_json(p).incident.device for p in recorder.payloads() if Escalation.from_json(p).revision == 1]
 
 
@@ -62,7 +63,7 @@ async def test_a_message_that_fails_in_processing_is_set_aside_acknowledged_and_
     police = recorder(police_mosquitto, topics.police_escalations_filter())
     outbox = tmp_path / "outbox.db"
 
-    def broken_driver(payload, devices, now):  # noqa: ANN001, ANN202
+    def broken_driver(payload, devices, now):
         raise RuntimeError("driver defect")
 
     with SiteSimulator(school, mosquitto) as sim:
@@ -89,7 +90,7 @@ async def test_a_police_command_that_fails_is_set_aside_and_the_uplink_goes_on(s
     async with running_edge(school, mosquitto, police_mosquitto, tmp_path / "outbox.db") as node:
         await wait_until(lambda: node.uplink.connected, what="the police uplink")
 
-        def broken_command(command, now):  # noqa: ANN001, ANN202
+        def broken_command(command, now):
             raise RuntimeError("dispatcher defect")
 
         node.dispatcher.command = broken_command
@@ -138,7 +139,7 @@ def test_any_message_on_any_subscribed_topic_leaves_the_edge_up_and_escalating(s
     asyncio.run(_fuzz_whole_path(school, workdir, messages))
 
 
-async def _fuzz_whole_path(school: SiteConfig, workdir, messages: list[tuple[str, bytes]]) -> None:  # noqa: ANN001
+async def _fuzz_whole_path(school: SiteConfig, workdir, messages: list[tuple[str, bytes]]) -> None:
     with running_mosquitto(workdir / "site") as site, running_mosquitto(workdir / "police") as police_broker:
         from conftest import Recorder
 

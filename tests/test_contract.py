@@ -8,7 +8,6 @@ import uuid
 
 import jsonschema
 import pytest
-from conftest import REPO
 
 from edge.escalations import first_revision
 from guardlink.ids import uuid7
@@ -19,6 +18,8 @@ from guardlink.models import (
     Severity,
     iso,
 )
+
+from conftest import REPO
 
 COMMITTED = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
 

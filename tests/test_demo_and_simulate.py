@@ -11,11 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import GUARDLINK, REPO, SCHOOL
 
 from device_drivers.simulators import GuardHabits, SiteSimulator
 from edge.embedded_broker import free_tcp_port
 from guardlink.siteconfig import BrokerUrl
+
+from conftest import GUARDLINK, REPO, SCHOOL
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -25,14 +26,14 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_simulated_guards_answer_like_people_and_reach_the_scene_within_seconds(school):
     sim = SiteSimulator(school, BrokerUrl(host="127.0.0.1", port=1), seed=5, habits=GuardHabits())  # never connected
     replies: Counter[str] = Counter()
-    sim._reply = lambda guard, answer, escalation: replies.update([answer])  # noqa: SLF001 - count instead of publishing
+    sim._reply = lambda guard, answer, escalation: replies.update([answer])
     far = {"lat": 40.8460, "lon": 111.7512}  # 430 m north of the site's centre
     for n in range(400):
         sim.walkers["wear-li"].target = sim.walkers["wear-li"].job = sim.walkers["wear-li"].fallen_since = None
-        sim._offered("g-li", {"escalation": f"e{n}", "state": "offered", "location": far})  # noqa: SLF001
-        for action in sim._agenda:  # noqa: SLF001 - decide at once
+        sim._offered("g-li", {"escalation": f"e{n}", "state": "offered", "location": far})
+        for action in sim._agenda:
             action.run()
-        sim._agenda.clear()  # noqa: SLF001
+        sim._agenda.clear()
     assert replies["accept"] >= 0.8 * 400 and 0.05 * 400 <= replies["decline"] <= 0.2 * 400, replies
     assert 400 - replies["accept"] - replies["decline"] <= 0.05 * 400, "hardly anyone lets an offer time out"
     walker, ticks = sim.walkers["wear-li"], 0

@@ -7,13 +7,13 @@ import json
 import subprocess
 import time
 
-from conftest import GUARDLINK, REPO, running_edge, wait_until
-
 from device_drivers import guardlink_wearable
 from device_drivers.simulators import GuardHabits, SiteSimulator
 from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import SiteConfig
+
+from conftest import GUARDLINK, REPO, running_edge, wait_until
 
 SITE = "hohhot-no3-primary"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GUARDLINK, REPO, SCHOOL, Recorder
 from gateway.lock import InUse
 from gateway.outbox import Outbox
 from guardlink import topics
+
+from conftest import GUARDLINK, REPO, SCHOOL, Recorder
 
 SITE = "hohhot-no3-primary"
 
@@ -37,7 +39,8 @@ async def test_a_second_edge_for_the_site_exits_with_a_clear_error_before_connec
     held = Outbox(tmp_path / "outbox.db")
     await held.open()
     try:
-        result = subprocess.run(
+        result = await asyncio.to_thread(
+            subprocess.run,
             [*GUARDLINK, "edge", "--config", str(SCHOOL), "--broker", "mqtt://127.0.0.1:1", "--police-broker", "mqtt://127.0.0.1:1",
              "--outbox", str(tmp_path / "outbox.db")],
             capture_output=True, text=True, timeout=60, cwd=REPO,

@@ -9,12 +9,13 @@ from contextlib import ExitStack
 
 import jsonschema
 import pytest
-from conftest import running_edge, running_mosquitto, wait_until
 
 from device_drivers.simulators import SiteSimulator
 from guardlink import topics
 from guardlink.models import Escalation, escalation_json_schema
 from guardlink.siteconfig import SiteConfig
+
+from conftest import running_edge, running_mosquitto, wait_until
 
 SCHEMA = escalation_json_schema()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Recorder, running_edge, running_mosquitto, stop_process, wait_until
 
 from device_drivers import guardlink_wearable
 from device_drivers.simulators import SiteSimulator
@@ -23,6 +22,8 @@ from gateway.police import PoliceWatcher, SiteNotice
 from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import BrokerUrl, SiteConfig
+
+from conftest import Recorder, running_edge, running_mosquitto, stop_process, wait_until
 
 SITE = "hohhot-no3-primary"
 OUTAGE_S = 60  # the police broker outage the product promises to ride out
@@ -259,8 +260,7 @@ def test_police_see_a_killed_site_go_offline_and_come_back_with_its_backlog(tmp_
             task = asyncio.create_task(watcher.run())
             await watcher.ready.wait()
             loop_ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
+            await asyncio.to_thread(stop.wait)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 

@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import running_edge, wait_until
 
 from bench.latency import Consumer
 from device_drivers.simulators import SiteSimulator
 from guardlink import topics
 from guardlink.siteconfig import BrokerUrl
+
+from conftest import running_edge, wait_until
 
 FLOOD_RATE = 5000
 FLOOD_S = 4.0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import running_edge, wait_until
-
 from device_drivers.simulators import SiteSimulator
 from edge.homeassistant import discovery
 from guardlink import topics
 from guardlink.siteconfig import HomeAssistant, SiteConfig
+
+from conftest import running_edge, wait_until
 
 SITE = "hohhot-no3-primary"
 

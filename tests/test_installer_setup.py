@@ -12,11 +12,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import GUARDLINK, REPO, SCHOOL
 
 from bench.servers import _wait_listening, mosquitto_binary, stop_process
 from edge.broker_access import read_credentials
 from edge.embedded_broker import free_tcp_port
+
+from conftest import GUARDLINK, REPO, SCHOOL
 
 
 def broker_config(out: Path, port: int, *more: str) -> subprocess.CompletedProcess:

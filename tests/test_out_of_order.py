@@ -6,19 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from conftest import running_edge, wait_until
 from test_containment import publish
 
 from device_drivers import guardlink_wearable
 from guardlink import topics
 from guardlink.models import Escalation
 
+from conftest import running_edge, wait_until
+
 SITE = "hohhot-no3-primary"
 UPLINK = topics.native_device_uplink(SITE, "wear-li")
 BOOT = 7
 
 
-def sos_seqs(recorder) -> Counter[int]:  # noqa: ANN001
+def sos_seqs(recorder) -> Counter[int]:
     """How many escalations (distinct ids) the police saw for each of wear-li's SOS seqs."""
     ids = {(e.incident.device_seq, e.id) for e in map(Escalation.from_json, recorder.payloads()) if e.incident.device == "wear-li"}
     return Counter(seq for seq, _ in ids)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import GUARDLINK, REPO, running_edge, wait_until
 
 from device_drivers.simulators import SiteSimulator
 from edge.embedded_broker import free_tcp_port
@@ -20,6 +19,8 @@ from gateway.police import PoliceWatcher, describe
 from guardlink import topics
 from guardlink.models import Escalation, Incident, IncidentKind, Location, Severity, iso
 from guardlink.siteconfig import BrokerUrl, SiteConfig
+
+from conftest import GUARDLINK, REPO, running_edge, wait_until
 
 NOW = 1_800_014_400.0  # 2027-01-15 12:00:00 UTC
 
@@ -143,7 +144,7 @@ def test_police_watch_against_a_port_that_is_not_mqtt_reports_and_stops_cleanly(
         port = int(server.stdout.readline())
         for attempt in range(1, 4):
             watch = spawn("police", "watch", "--broker", f"mqtt://127.0.0.1:{port}", stderr_path=log)
-            asyncio.run(wait_until(lambda: log.read_text().count("closed the connection") >= 3 * attempt, what="reconnect attempts"))
+            asyncio.run(wait_until(lambda n=attempt: log.read_text().count("closed the connection") >= 3 * n, what="reconnect attempts"))
             watch.send_signal(signal.SIGINT)
             watch.wait(10)
             assert "Traceback" not in log.read_text(), log.read_text()

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import GUARDLINK, REPO, SCHOOL, running_edge, wait_until
 
 from device_drivers.simulators import SiteSimulator
 from guardlink import topics
@@ -22,6 +21,8 @@ from guardlink.provisioning import (
     sign_config,
     verify_config,
 )
+
+from conftest import GUARDLINK, REPO, SCHOOL, running_edge, wait_until
 
 SITE = "hohhot-no3-primary"
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc).isoformat()

@@ -8,13 +8,14 @@ import asyncio
 import json
 from datetime import datetime, timezone
 
-from conftest import running_edge, wait_until
 from test_containment import publish
 
 from device_drivers.simulators import SiteSimulator
 from guardlink import topics
 from guardlink.models import Escalation, GuardsReport, Receipt, ReceivedRevision
 from guardlink.siteconfig import SiteConfig
+
+from conftest import running_edge, wait_until
 
 SITE = "hohhot-no3-primary"
 
@@ -29,7 +30,7 @@ def receipt_for(escalations: list[Escalation]) -> bytes:
     return Receipt(received=received, at=datetime.now(timezone.utc)).model_dump_json(by_alias=True).encode()
 
 
-def revisions(recorder) -> list[Escalation]:  # noqa: ANN001
+def revisions(recorder) -> list[Escalation]:
     return [Escalation.from_json(p) for p in recorder.payloads()]
 
 

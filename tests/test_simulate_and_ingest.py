@@ -6,10 +6,10 @@ import asyncio
 import json
 import subprocess
 
-from conftest import GUARDLINK, REPO, SCHOOL, running_edge, wait_until
-
 from device_drivers.registry import DRIVERS
 from guardlink.siteconfig import load_site
+
+from conftest import GUARDLINK, REPO, SCHOOL, running_edge, wait_until
 
 
 async def test_simulate_load_run_of_every_family_is_taken_by_the_edge(mosquitto, tmp_path):

@@ -13,7 +13,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import REPO, VictoriaMetrics, running_edge, wait_until
 
 from bench.servers import running_victoria_metrics
 from device_drivers import zigbee2mqtt
@@ -35,6 +34,8 @@ from guardlink.siteconfig import (
     load_templates,
     parse_site,
 )
+
+from conftest import REPO, VictoriaMetrics, running_edge, wait_until
 
 DASHBOARD = REPO / "firmware_configs" / "grafana" / "guardlink.json"
 

@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import running_edge, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from device_drivers import zigbee2mqtt
@@ -16,6 +15,8 @@ from device_drivers.simulators import SiteSimulator
 from edge import monitor
 from guardlink import topics
 from guardlink.siteconfig import Metrics, SiteConfig
+
+from conftest import running_edge, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -77,7 +78,7 @@ async def test_a_press_moves_the_counters_and_histograms_on_metrics(school, mosq
 
 
 async def test_a_message_set_aside_is_counted_on_metrics(school, mosquitto, tmp_path):
-    def broken_driver(payload, devices, now):  # noqa: ANN001, ANN202
+    def broken_driver(payload, devices, now):
         raise RuntimeError("driver defect")
 
     async with running_edge(with_metrics(school), mosquitto, mosquitto, tmp_path / "outbox.db") as node:

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 import cv2
 import paho.mqtt.client as mqtt
-from conftest import wait_until
 
 from bench.scenes import Scene, Walker
 from bench.servers import stop_process
@@ -26,6 +25,8 @@ from edge.vision.process import CameraProcess
 from edge.vision.worker import CameraWorker
 from guardlink.cameraconfig import CameraSettings
 from guardlink.models import Evidence
+
+from conftest import wait_until
 
 FPS = 15
 
@@ -192,7 +193,7 @@ async def test_worker_process_sends_events_and_writes_the_evidence_it_is_asked_f
     (ref, snapshot), (_, clip_file) = files
     assert ref == "019a-incident" and (snapshot.kind, clip_file.kind) == ("snapshot", "clip")
     for file in (snapshot, clip_file):
-        data = Path(file.path).read_bytes()
+        data = await asyncio.to_thread(Path(file.path).read_bytes)
         assert len(data) == file.bytes and hashlib.sha256(data).hexdigest() == file.sha256
     assert cv2.imread(snapshot.path) is not None and snapshot.media_type == "image/jpeg"
     assert abs(snapshot.start.timestamp() - intrusion.time) <= 0.5

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import GUARDLINK, REPO
-
 from bench.scenes import Scene, Walker
+
+from conftest import GUARDLINK, REPO
 
 EVENT_KEYS = {"kind", "camera", "time", "frame", "zone", "line", "track", "box", "direction", "count", "dwell_s", "detail"}
 

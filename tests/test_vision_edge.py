@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
-from conftest import REPO, SCHOOL, running_edge, wait_until
 
 from bench.scenes import Scene, Walker
 from device_drivers.registry import DRIVERS
@@ -22,6 +21,8 @@ from edge.vision.events import CameraEvent, CameraEventKind
 from guardlink import topics
 from guardlink.models import Escalation
 from guardlink.siteconfig import ConfigError, Schedule, SiteConfig, load_site
+
+from conftest import REPO, SCHOOL, running_edge, wait_until
 
 COMMITTED_SCHEMA = json.loads((REPO / "guardlink" / "schemas" / "escalation.schema.json").read_text())
 TEMPLATES = REPO / "firmware_configs" / "templates"
@@ -115,7 +116,7 @@ async def test_camera_intrusion_reaches_the_police_with_a_guard_and_its_evidence
     assert with_evidence.id == first.id and with_evidence.revision > 1
     assert [item.kind for item in with_evidence.evidence] == ["snapshot", "clip"]
     for item in with_evidence.evidence:
-        data = Path(item.path).read_bytes()
+        data = await asyncio.to_thread(Path(item.path).read_bytes)
         assert item.camera == "cam-gate" and len(data) == item.bytes and hashlib.sha256(data).hexdigest() == item.sha256
         assert Path(item.path).is_relative_to(tmp_path / "evidence")
     [offline] = revisions("camera_offline")
