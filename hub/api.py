@@ -31,6 +31,7 @@ from hub.console import console_router
 from hub.evidence import evidence_router, uploaded_evidence
 from hub.hotspots_api import hotspots_router
 from hub.login_limits import LoginLimits, retry_after
+from hub.register_api import register_router
 from hub.stream import Change, ChangeFeed
 from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RevisionRow, SiteRow
 from hub.views import (
@@ -131,6 +132,7 @@ def create_app(
     app.include_router(evidence_router(engine, config, principal))
     app.include_router(console_router(engine=engine, config=config, user=principal))
     app.include_router(cap_router(engine, config, principal))
+    app.include_router(register_router(engine, config, principal, accounts))
     app.include_router(hotspots_router(engine, config, principal))
 
     # --- who is asking ---------------------------------------------------------------------------------------------
