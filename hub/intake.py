@@ -198,13 +198,12 @@ class Intake:
         community = self._community.get(site)
         if kind == "escalations":
             try:
-                document = json.loads(payload)  # kept as received; parsed once
-                escalation = Escalation.model_validate(document)
+                escalation = Escalation.model_validate_json(payload)  # parsed once; the text is stored as received
             except (ValidationError, ValueError) as exc:
                 return self._reject(site, "invalid_escalation", str(exc), now)
             if escalation.site.id != site or escalation.site.district != self.district:
                 return self._reject(site, "wrong_site", f"escalation {escalation.id} says site {escalation.site.id!r} in district {escalation.site.district!r}", now)
-            return Revision(escalation, community, iso(now), document)
+            return Revision(escalation, community, iso(now), payload)
         if kind == "guards":
             try:
                 report = GuardsReport.model_validate_json(payload)
