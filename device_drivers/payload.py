@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 MAX_PAYLOAD_BYTES = 16 * 1024  # devices send a few hundred bytes; anything near this is broken or hostile
 MAX_JSON_DEPTH = 8
@@ -41,6 +41,11 @@ def json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str,
     return doc
 
 
+# A field read with `required=True` is never None: the overloads tell the type checker so.
+@overload
+def number(doc: dict[str, Any], key: str, lo: float, hi: float, *, required: Literal[True]) -> float: ...
+@overload
+def number(doc: dict[str, Any], key: str, lo: float, hi: float, *, required: bool = False) -> float | None: ...
 def number(doc: dict[str, Any], key: str, lo: float, hi: float, *, required: bool = False) -> float | None:
     """A finite number field within [lo, hi]; None when absent and optional."""
     value = doc.get(key)
@@ -56,6 +61,10 @@ def number(doc: dict[str, Any], key: str, lo: float, hi: float, *, required: boo
     return float(value)
 
 
+@overload
+def integer(doc: dict[str, Any], key: str, lo: int, hi: int, *, required: Literal[True]) -> int: ...
+@overload
+def integer(doc: dict[str, Any], key: str, lo: int, hi: int, *, required: bool = False) -> int | None: ...
 def integer(doc: dict[str, Any], key: str, lo: int, hi: int, *, required: bool = False) -> int | None:
     """An integer field within [lo, hi]; None when absent and optional."""
     value = doc.get(key)
@@ -65,6 +74,10 @@ def integer(doc: dict[str, Any], key: str, lo: int, hi: int, *, required: bool =
     return None if result is None else int(result)
 
 
+@overload
+def text(doc: dict[str, Any], key: str, *, required: Literal[True], max_len: int = 64) -> str: ...
+@overload
+def text(doc: dict[str, Any], key: str, *, required: bool = False, max_len: int = 64) -> str | None: ...
 def text(doc: dict[str, Any], key: str, *, required: bool = False, max_len: int = 64) -> str | None:
     """A short string field; None when absent and optional."""
     value = doc.get(key)
@@ -79,6 +92,10 @@ def text(doc: dict[str, Any], key: str, *, required: bool = False, max_len: int 
     return value
 
 
+@overload
+def flag(doc: dict[str, Any], key: str, *, required: Literal[True]) -> bool: ...
+@overload
+def flag(doc: dict[str, Any], key: str, *, required: bool = False) -> bool | None: ...
 def flag(doc: dict[str, Any], key: str, *, required: bool = False) -> bool | None:
     """A true/false field; None when absent and optional."""
     value = doc.get(key)
@@ -91,6 +108,10 @@ def flag(doc: dict[str, Any], key: str, *, required: bool = False) -> bool | Non
     return value
 
 
+@overload
+def obj(doc: dict[str, Any], key: str, *, required: Literal[True]) -> dict[str, Any]: ...
+@overload
+def obj(doc: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any] | None: ...
 def obj(doc: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any] | None:
     """A nested JSON object field; None when absent and optional."""
     value = doc.get(key)

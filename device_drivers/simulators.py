@@ -9,6 +9,7 @@ decoder. The simulator keeps the people, the clock and the connection: the MQTT 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -189,14 +190,16 @@ class SiteSimulator:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         if message.topic.endswith("/config"):
-            self._configure(message.topic.split("/")[-2], message.payload)
+            self._configure(message.topic.split("/")[-2], bytes(message.payload))
         else:
-            self._inbox.put((message.topic, message.payload))
+            self._inbox.put((message.topic, bytes(message.payload)))
 
     def _configure(self, device: str, payload: bytes) -> None:
         """What native firmware does with a pushed configuration: verify, apply, report (retained)."""
         site = self.config.site.id
         current = self.applied.get(device)
+        if self.public_key is None:
+            return  # without the site's key the devices do not subscribe to their configurations
         try:
             signed = verify_config(payload, self.public_key, site=site, device=device, applied_version=current.version if current else 0)
         except ConfigRefused as exc:
@@ -326,8 +329,8 @@ class SiteSimulator:
             if kind == "offer":
                 self._offered(guard, doc)
             elif kind == "alert" and guard in self.wearable_of:
-                if self.rng.random() < self.habits.cancel_prealarm:
-                    self._later(self.rng.uniform(1, 4), lambda g=guard: self._get_up(g))
+                if self.rng.random() < self._guards().cancel_prealarm:
+                    self._later(self.rng.uniform(1, 4), functools.partial(self._get_up, guard))
 
     def _offered(self, guard: str, offer: dict) -> None:
         device = self.wearable_of.get(guard)
@@ -340,8 +343,9 @@ class SiteSimulator:
             return
         if walker.fallen_since is not None:
             return  # a guard on the ground answers nothing
+        habits = self._guards()
         roll = self.rng.random()
-        answer = "accept" if roll < self.habits.accept else "decline" if roll < self.habits.accept + self.habits.decline else None
+        answer = "accept" if roll < habits.accept else "decline" if roll < habits.accept + habits.decline else None
         if answer is None:
             return  # ignored: the offer times out and goes to the next guard
         location = offer.get("location")
@@ -352,13 +356,14 @@ class SiteSimulator:
                 walker.job = offer["escalation"]
                 walker.target = LatLon(location["lat"], location["lon"]) if location else self.home
                 walker.on_scene = False
-                walker.speed_mps = self.habits.walk_speed_mps
-                if self.habits.arrive_within_s:
-                    walker.speed_mps = max(walker.speed_mps, haversine_m(walker.point, walker.target) / self.habits.arrive_within_s)
+                walker.speed_mps = habits.walk_speed_mps
+                if habits.arrive_within_s:
+                    walker.speed_mps = max(walker.speed_mps, haversine_m(walker.point, walker.target) / habits.arrive_within_s)
 
-        self._later(self.rng.uniform(*self.habits.react_s), decide)
+        self._later(self.rng.uniform(*habits.react_s), decide)
 
     def _arrived(self, device_id: str, walker: Walker) -> None:
+        habits = self._guards()
         guard = next(g for g, d in self.wearable_of.items() if d == device_id)
         job = walker.job
         walker.on_scene, walker.target = True, None
@@ -369,10 +374,16 @@ class SiteSimulator:
 
         def finish() -> None:
             if walker.job == job:
-                self._reply(guard, "false_alarm" if self.rng.random() < self.habits.false_alarm else "resolved", job)
+                self._reply(guard, "false_alarm" if self.rng.random() < habits.false_alarm else "resolved", job)
                 walker.job, walker.on_scene = None, False
 
-        self._later(self.rng.uniform(*self.habits.resolve_after_s), finish)
+        self._later(self.rng.uniform(*habits.resolve_after_s), finish)
+
+    def _guards(self) -> GuardHabits:
+        """How the guards behave; only asked on paths taken when the guards are simulated."""
+        if self.habits is None:
+            raise RuntimeError("the guards are not simulated (no habits given)")
+        return self.habits
 
     def _get_up(self, guard: str) -> None:
         walker = self.walkers[self.wearable_of[guard]]
@@ -419,7 +430,7 @@ class SiteSimulator:
                 self.press(self.rng.choice(self.pressable).id)
                 presses += 1
                 next_press += press_every_s * self.rng.uniform(0.6, 1.4)
-            if now >= next_fall:
+            if falls and now >= next_fall:
                 candidates = [d for d, w in self.walkers.items() if driver(self._device(d).driver).simulate.fall and w.job is None]
                 if candidates:
                     self.fall(self.rng.choice(candidates))
@@ -434,7 +445,8 @@ class SiteSimulator:
         stop = stop or threading.Event()
         devices = itertools.cycle(self.config.devices)
         start = time.monotonic()
-        next_press = start + press_every_s if press_every_s and self.pressable else math.inf
+        every = press_every_s if press_every_s and self.pressable else math.inf
+        next_press = start + every
         sent = presses = 0
         while not stop.is_set() and (duration_s is None or time.monotonic() - start < duration_s):
             now = time.monotonic()
@@ -445,7 +457,7 @@ class SiteSimulator:
             if now >= next_press:
                 self.press(self.rng.choice(self.pressable).id)
                 presses += 1
-                next_press += press_every_s
+                next_press += every
             stop.wait(max(0.0, min(start + (sent + 1) / rate_per_s, next_press) - time.monotonic()))
         return sent, presses
 

@@ -52,7 +52,7 @@ def decode(payload: bytes, device: Device, now: float) -> list[Event]:
     voltage = number(doc, "voltage", 0, 60_000)  # millivolts
     battery_low = flag(doc, "battery_low")
     if battery is not None or linkquality is not None or voltage is not None or battery_low is not None:
-        attrs = {k: v for k, v in (("voltage_mv", voltage), ("battery_low", battery_low)) if v is not None}
+        attrs: dict[str, object] = {k: v for k, v in (("voltage_mv", voltage), ("battery_low", battery_low)) if v is not None}
         events.append(Event(EventKind.DEVICE_STATUS, device.id, now, battery=battery, linkquality=linkquality, attrs=attrs))
     tamper = flag(doc, "tamper")  # in every state report of devices that have the switch: a condition (edge/supervision.py)
     if tamper is not None:

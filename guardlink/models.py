@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardlink.geo import LatLon
 
-ESCALATION_SCHEMA = "guardlink.escalation/1"
+ESCALATION_SCHEMA: Final = "guardlink.escalation/1"
 
 
 class EventKind(StrEnum):

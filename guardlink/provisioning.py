@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardlink.siteconfig import Device
 
-CONFIG_SCHEMA = "guardlink.device-config/1"
+CONFIG_SCHEMA: Final = "guardlink.device-config/1"
 PRIVATE_KEY_FILE = "site-signing.key"
 PUBLIC_KEY_FILE = "site-signing.pub"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardlink.provisioning import ConfigRefused, check_signature, key_id, sign
 from guardlink.yamlconfig import ID_PATTERN
 
-ROSTER_SCHEMA = "guardlink.roster/1"
-REPORT_SCHEMA = "guardlink.roster-report/1"
+ROSTER_SCHEMA: Final = "guardlink.roster/1"
+REPORT_SCHEMA: Final = "guardlink.roster-report/1"
 MAX_ROSTER_BYTES = 4 * 1024 * 1024  # a site of 10,000 guards is about 2 MB
 
 

@@ -656,12 +656,12 @@ def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | Non
     zones = [z for _, e in entries("zones") if (z := text(e, "id"))]
     device_ids = {d for _, e in entries("devices") if (d := text(e, "id"))}
     for kind in ("zone", "device", "guard", "camera", "schedule", "alarm_centre"):
-        seen: set[str] = set()
+        seen: set[str | None] = set()
         for i, entry in entries(f"{kind}s"):
             if (ident := text(entry, "id")) in seen:
                 yield (f"{kind}s", i, "id"), f"duplicate {kind} id {ident!r}"
             seen.add(ident)
-    topics: dict[tuple[str, object], str] = {}  # inputs of one module share its topic
+    topics: dict[tuple[str, object], str | None] = {}  # inputs of one module share its topic
     for i, device in entries("devices"):
         ident, driver, zone, topic = text(device, "id"), text(device, "driver"), text(device, "zone"), text(device, "topic")
         if known_drivers is not None and driver is not None and driver not in known_drivers:
@@ -693,7 +693,7 @@ def _cross_references(data: dict[str, Any], known_drivers: Collection[str] | Non
     for kind in incidents if isinstance(incidents, dict) else ():
         if kind not in IncidentKind.__members__.values():
             yield ("incidents", kind), f"unknown incident kind {kind!r} (known: {', '.join(k.value for k in IncidentKind)})"
-    wearers: dict[str, str] = {}
+    wearers: dict[str, str | None] = {}
     for i, guard in entries("guards"):
         ident, wearable = text(guard, "id"), text(guard, "wearable")
         if wearable is None:

@@ -82,9 +82,9 @@ class _Grid:
         """Empty the grid; set its cell size in degrees and its frame in cells (absolute column/row, width, height)."""
         # Cell (cx, cy) is at index (cy - fy0) * fw + (cx - fx0) of `flat`, None while empty;
         # `cells` maps the indexes of occupied cells to the same arrays.
-        self.flat: list[array | None] = [None] * (fw * fh)
-        self.cells: dict[int, array] = {}
-        self.far = array("d")  # guards outside the frame, laid out like a cell
+        self.flat: list[array[float] | None] = [None] * (fw * fh)
+        self.cells: dict[int, array[float]] = {}
+        self.far: array[float] = array("d")  # guards outside the frame, laid out like a cell
         # guard number -> [cell index or _FAR, index in the cell]; the same list is the guard's own record of it
         self.slots: dict[int, list[int]] = {}
         self.count = 0
@@ -107,6 +107,7 @@ class _Grid:
 
     def add(self, num: int, slot: list[int], key: int, lat_r: float, cos_lat: float, lon: float) -> None:
         """Put guard number `num` in cell `key`, recording where in `slot`."""
+        cell: array[float] | None
         if key == _FAR:
             cell = self.far
         else:
@@ -235,6 +236,7 @@ class GuardIndex:
             key = cy * grid.fw + cx if 0 <= cx < grid.fw and 0 <= cy < grid.fh else _FAR
             if key == slot[0]:
                 cell = grid.far if key == _FAR else grid.flat[key]
+                assert cell is not None, "the guard's slot names an occupied cell"
                 j = _STRIDE * slot[1]
                 cell[j] = lat_r
                 cell[j + 1] = cos_lat
@@ -351,6 +353,7 @@ class GuardIndex:
                     d = _TWO_R * asin(min(1.0, sqrt(h)))
                     if d <= worst:
                         guard_id = ids[int(num)]
+                        assert guard_id is not None, "a guard in a cell has an id"
                         if guard_id in exclude:
                             continue
                         insort(found, (d, guard_id))
@@ -431,7 +434,7 @@ class GuardIndex:
 
     def _resize(self, grid: _Grid) -> None:
         """Re-bucket a grid's guards into cells sized for their crowding, in a frame around them."""
-        members = [self._guards[self._ids[num]] for num in grid.slots]
+        members = [self._guards[guard_id] for num in grid.slots if (guard_id := self._ids[num]) is not None]
         n = len(members)
         lats = [g.lat for g in members]
         lons = [g.lon for g in members]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def key_node(mapping: yaml.Node, name: object) -> yaml.Node | None:
     return None
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: Mapping[str, Any]) -> str:
     if err["type"] == "string_pattern_mismatch":
         return f"{err['input']!r} is not a valid id ({ID_HELP})"
     if err["type"] == "extra_forbidden":
