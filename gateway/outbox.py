@@ -148,7 +148,7 @@ class Outbox:
         """Stored revisions with a sequence above `sequence`, oldest first, delivered or not (for readers with a cursor)."""
         if self._db is None:
             return []
-        return await self._run(lambda: [Escalation.from_json(doc) for (doc,) in self._db.execute(
+        return await self._run(lambda: [Escalation.from_json(doc) for (doc,) in self._open_db().execute(
             "SELECT document FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?", (sequence, limit))])
 
     async def prune(self, delivered_before: float) -> int:
@@ -224,7 +224,7 @@ class Outbox:
         """A named piece of edge state saved with `save_state` (None when there is none, or no database)."""
         if self._db is None:
             return None
-        rows = await self._run(lambda: self._db.execute("SELECT value FROM edge_state WHERE name = ?", (name,)).fetchall())
+        rows = await self._run(lambda: self._open_db().execute("SELECT value FROM edge_state WHERE name = ?", (name,)).fetchall())
         return rows[0][0] if rows else None
 
     async def save_state(self, name: str, value: str) -> None:
@@ -358,11 +358,16 @@ class Outbox:
         self.changed.set()
         return True
 
+    def _open_db(self) -> sqlite3.Connection:
+        """The database; the *_sync methods run after their callers found it open, but `close` may have come between."""
+        if self._db is None:
+            raise sqlite3.ProgrammingError(f"{self.path} is closed")
+        return self._db
+
     def _insert_sync(self, batch: list[Pending]) -> bool:
-        assert self._db is not None
         try:
-            with self._db:
-                self._db.executemany(
+            with (db := self._open_db()):
+                db.executemany(
                     "INSERT OR IGNORE INTO outbox (sequence, id, revision, critical, source, document, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(p.escalation.sequence, p.escalation.id, p.escalation.revision, int(p.critical), p.source, p.document, p.stored_at) for p in batch],
                 )
@@ -374,20 +379,20 @@ class Outbox:
 
     def _receipted_sync(self, keys: list[tuple[str, int]], at: float) -> None:
         try:
-            with self._db:
-                self._db.executemany("UPDATE outbox SET receipted_at = ? WHERE id = ? AND revision = ?", [(at, i, r) for i, r in keys])
+            with (db := self._open_db()):
+                db.executemany("UPDATE outbox SET receipted_at = ? WHERE id = ? AND revision = ?", [(at, i, r) for i, r in keys])
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot mark revisions receipted in {self.path}: {exc}")
 
     def _mark_sync(self, column: str, sequences: list[int], at: float) -> None:
         try:
-            with self._db:
-                self._db.executemany(f"UPDATE outbox SET {column} = ? WHERE sequence = ?", [(at, s) for s in sequences])
+            with (db := self._open_db()):
+                db.executemany(f"UPDATE outbox SET {column} = ? WHERE sequence = ?", [(at, s) for s in sequences])
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot mark revisions {column} in {self.path}: {exc}")
 
     def _latest_sync(self, since: float) -> list[tuple[bytes]]:
-        return self._db.execute(
+        return self._open_db().execute(
             "SELECT o.document FROM outbox o JOIN (SELECT id, MAX(revision) AS revision FROM outbox WHERE stored_at >= ? GROUP BY id) last"
             " ON o.id = last.id AND o.revision = last.revision ORDER BY o.sequence",
             (since,),
@@ -395,24 +400,24 @@ class Outbox:
 
     def _prune_sync(self, delivered_before: float) -> int:
         try:
-            with self._db:
-                return self._db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (delivered_before,)).rowcount
+            with (db := self._open_db()):
+                return db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (delivered_before,)).rowcount
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot prune {self.path}: {exc}")
             return 0
 
     def _set_aside_sync(self, row: tuple[object, ...]) -> None:
         try:
-            with self._db:
-                self._db.execute("INSERT INTO set_aside (at, origin, topic, bytes, sha256, payload, error) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-                self._db.execute("DELETE FROM set_aside WHERE rowid <= (SELECT MAX(rowid) FROM set_aside) - ?", (SET_ASIDE_KEPT,))
+            with (db := self._open_db()):
+                db.execute("INSERT INTO set_aside (at, origin, topic, bytes, sha256, payload, error) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                db.execute("DELETE FROM set_aside WHERE rowid <= (SELECT MAX(rowid) FROM set_aside) - ?", (SET_ASIDE_KEPT,))
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot set a message aside in {self.path}: {exc}")
 
     def _save_state_sync(self, name: str, value: str) -> None:
         try:
-            with self._db:
-                self._db.execute("INSERT INTO edge_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+            with (db := self._open_db()):
+                db.execute("INSERT INTO edge_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
         except (sqlite3.Error, OSError) as exc:
             self._fail(f"cannot save {name} in {self.path}: {exc}")
 

@@ -66,7 +66,8 @@ class SiteMonitor:
     def status(self, site: str, doc: dict[str, object], now: float) -> SiteNotice | None:
         """Take a status document from a site's edge."""
         online = doc.get("state") == "online"
-        every_s = float(doc.get("every_s") or 10.0)
+        every = doc.get("every_s")
+        every_s = float(every) if isinstance(every, int | float) and every > 0 else 10.0
         seen = self.sites.get(site)
         self.sites[site] = _SiteSeen(now, every_s, online)
         if online and seen is not None and not seen.online:

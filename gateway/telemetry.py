@@ -229,8 +229,8 @@ class TelemetrySink:
 
     def _point(self, point_type: Any, sample: Sample) -> Any:
         point = point_type(sample.measurement).tag("site", self.site)
-        for key, value in sample.tags:
-            point.tag(key, value)
+        for key, tag in sample.tags:
+            point.tag(key, tag)
         for key, value in sample.fields:
             point.field(key, value)
         return point.time(int(sample.at * 1e9))
