@@ -310,6 +310,9 @@ def test_a_chief_sees_only_their_community(district: District) -> None:
     board_row(desk, overdue).wait_for(timeout=WAIT_MS)
     board_row(desk, test_press).wait_for(timeout=WAIT_MS)
     assert "overdue" in board_row(desk, overdue).get_attribute("class")  # nobody acknowledged it in 60 s: red
+    age = board_row(desk, overdue).locator("td.age")
+    assert re.fullmatch(r"2:\d\d", age.inner_text())  # detected 150 s ago, in the district's time
+    desk.wait_for_function("([cell, before]) => cell.textContent !== before", arg=[age.element_handle(), age.inner_text()])  # it ticks
     assert "TEST" in board_row(desk, test_press).inner_text() and "test" in board_row(desk, test_press).get_attribute("class")
     fresh = district.press("btn-yard")
     board_row(desk, fresh).wait_for(timeout=WAIT_MS)

@@ -16,6 +16,17 @@ export function mount(root) {
     body);
   replace(root, h("section", { class: "page board-page" }, h("div", { class: "page-head" }, h("h1", {}, t("nav.board")), summary), table, empty));
   const rows = new Map(); // id -> tr
+  // Ages tick only in rows on screen: a board of hundreds of incidents would otherwise be laid out again every second.
+  const onScreen = new Set();
+  const watcher = new IntersectionObserver((entries) => {
+    const now = Date.now();
+    for (const entry of entries) {
+      if (entry.isIntersecting) {
+        onScreen.add(entry.target);
+        tickRow(entry.target, now);
+      } else onScreen.delete(entry.target);
+    }
+  });
 
   function renderSummary() {
     const all = [...state.incidents.values()];
@@ -31,6 +42,7 @@ export function mount(root) {
     const tr = rows.get(incident.id) || h("tr", { dataset: { id: incident.id }, onclick: (e) => {
       if (!e.target.closest("button")) location.hash = `#/incident/${encodeURIComponent(incident.id)}`;
     } });
+    if (!rows.has(incident.id)) watcher.observe(tr);
     rows.set(incident.id, tr);
     fill(tr, incident);
     return tr;
@@ -76,17 +88,22 @@ export function mount(root) {
     }
   }
 
+  function drop(id) {
+    const tr = rows.get(id);
+    watcher.unobserve(tr);
+    onScreen.delete(tr);
+    tr.remove();
+    rows.delete(id);
+  }
+
   function render(changed) {
     const ids = changed ? changed : [...state.incidents.keys()];
     for (const id of ids) {
       const incident = state.incidents.get(id);
       if (incident) rowFor(incident);
-      else if (rows.has(id)) {
-        rows.get(id).remove();
-        rows.delete(id);
-      }
+      else if (rows.has(id)) drop(id);
     }
-    if (!changed) for (const id of [...rows.keys()]) if (!state.incidents.has(id)) { rows.get(id).remove(); rows.delete(id); }
+    if (!changed) for (const id of [...rows.keys()]) if (!state.incidents.has(id)) drop(id);
     const next = boardOrder(state.incidents.values()).map((r) => r.id);
     // Move only rows out of place: a new incident is one insertion, not the whole table laid out again.
     let at = body.firstElementChild;
@@ -100,18 +117,24 @@ export function mount(root) {
     renderSummary();
   }
 
+  function tickRow(tr, now) {
+    const r = state.incidents.get(tr.dataset.id);
+    if (r) tr.lastElementChild.firstChild.nodeValue = duration((now - detectedMs(r)) / 1000);
+  }
+
   function tick() {
     const now = Date.now();
+    for (const tr of onScreen) tickRow(tr, now);
+    let turned = false;
     for (const [id, tr] of rows) {
       const r = state.incidents.get(id);
-      if (!r) continue;
-      tr.lastElementChild.firstChild.nodeValue = duration((now - detectedMs(r)) / 1000);
-      const overdue = isOverdue(r, now);
+      const overdue = !!r && isOverdue(r, now);
       if (overdue !== tr.classList.contains("overdue")) {
         tr.classList.toggle("overdue", overdue);
-        renderSummary();
+        turned = true;
       }
     }
+    if (turned) renderSummary();
   }
 
   render(null);
@@ -120,5 +143,6 @@ export function mount(root) {
   return () => {
     off();
     clearInterval(timer);
+    watcher.disconnect();
   };
 }
