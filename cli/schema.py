@@ -31,6 +31,8 @@ SCHEMAS: dict[str, tuple[Callable[[], dict[str, object]], Path]] = {
     "receipt": (_model("receipt", "guardlink.models.Receipt"), REPO / "guardlink" / "schemas" / "receipt.schema.json"),
     "guards": (_model("guards", "guardlink.models.GuardsReport"), REPO / "guardlink" / "schemas" / "guards.schema.json"),
     "command": (_model("command", "guardlink.models.PoliceCommand"), REPO / "guardlink" / "schemas" / "command.schema.json"),
+    "roster": (_model("roster", "guardlink.roster.Roster"), REPO / "guardlink" / "schemas" / "roster.schema.json"),
+    "roster-report": (_model("roster-report", "guardlink.roster.RosterReport"), REPO / "guardlink" / "schemas" / "roster-report.schema.json"),
     "site": (_model("site", "guardlink.siteconfig.SiteConfig"), REPO / "firmware_configs" / "schemas" / "site.schema.json"),
     "template": (_model("device-template", "guardlink.siteconfig.DeviceTemplate"), REPO / "firmware_configs" / "schemas" / "device-template.schema.json"),
     "device-config": (_model("device-config", "guardlink.provisioning.SignedConfig"), REPO / "firmware_configs" / "schemas" / "device-config.schema.json"),
