@@ -118,7 +118,7 @@ class Dispatcher:
             Answer.RESOLVED: ENGAGED,
             Answer.FALSE_ALARM: ENGAGED,
         }.get(answer, ())
-        if current is None or current.state not in allowed:
+        if job is None or current is None or current.state not in allowed:
             log.warning("event=reply_ignored guard=%s answer=%s escalation=%s state=%s", guard, answer.value, escalation_id,
                         current.state.value if current else "not offered")
             return None

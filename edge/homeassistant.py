@@ -11,6 +11,7 @@ Pure functions: the edge publishes what they return.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from guardlink import topics
 from guardlink.models import Escalation, GuardState
@@ -26,7 +27,7 @@ def discovery(config: SiteConfig, prefix: str) -> list[Message]:
                     "payload_available": "online", "payload_not_available": "offline"}
     messages: list[Message] = []
 
-    def entity(component: str, node: str, key: str, device: dict[str, object], **fields: object) -> None:
+    def entity(component: str, node: str, key: str, device: Mapping[str, object], **fields: object) -> None:
         unique = f"guardlink_{site}_{node}_{key}".replace("-", "_")
         doc = {"unique_id": unique, "object_id": unique, "device": device, **availability, **fields}
         messages.append((f"{prefix}/{component}/guardlink_{site}_{node}/{key}/config".replace("-", "_"), json.dumps(doc).encode()))

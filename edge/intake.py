@@ -152,7 +152,8 @@ class Intake:
         """A native device's message judged against the (boot, seq) already taken from it (see edge/replay.py)."""
         first = events[0]
         seq, boot = first.attrs["seq"], first.attrs.get("boot")
-        verdict = self.replays.check(first.device, int(seq), boot if boot is None else int(boot), now)
+        assert isinstance(seq, int) and (boot is None or isinstance(boot, int)), "the native envelope checked them (device_drivers/native.py)"
+        verdict = self.replays.check(first.device, seq, boot, now)
         if verdict is Verdict.NEW:
             return events
         alarms = [e for e in events if e.kind in ALARM_EVENTS]

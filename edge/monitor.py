@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol
 
@@ -161,10 +161,13 @@ class SiteMonitor:
             await asyncio.get_running_loop().create_future()  # only /metrics to serve: wait for cancellation
 
     async def _start_telemetry(self) -> bool:
+        telemetry = self.telemetry
+        if telemetry is None:
+            return False
         try:
-            await asyncio.to_thread(self.telemetry.start)
+            await asyncio.to_thread(telemetry.start)
         except Exception:  # telemetry is lossy by design: the site goes on without it
-            log.exception("event=telemetry_unavailable url=%s", self.telemetry.settings.url)
+            log.exception("event=telemetry_unavailable url=%s", telemetry.settings.url)
             self.telemetry = None
             return False
         return True
@@ -194,7 +197,8 @@ class SiteMonitor:
                 fields = {"lat": event.location.lat, "lon": event.location.lon, "accuracy_m": event.accuracy_m}
                 self._record(GUARD_POSITION, tags, fields, event.at)
         elif event.kind is EventKind.VITALS:
-            self._record(GUARD_VITALS, tags, {"heart_rate": event.attrs.get("heart_rate")}, event.at)
+            rate = event.attrs.get("heart_rate")
+            self._record(GUARD_VITALS, tags, {"heart_rate": rate if isinstance(rate, int | float) else None}, event.at)
 
     @_never_raises
     def camera_stats(
@@ -273,7 +277,7 @@ class SiteMonitor:
         self._latency[stage].observe(seconds)
         self._record(ESCALATION_LATENCY, {"stage": stage, "kind": escalation.incident.kind.value}, {"ms": seconds * 1000}, at)
 
-    def _record(self, measurement: str, tags: dict[str, str | None], fields: dict[str, float | int | bool | None], at: float) -> None:
+    def _record(self, measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, float | int | bool | None], at: float) -> None:
         if self.telemetry is not None:
             self.telemetry.record(measurement, tags, fields, at)
 

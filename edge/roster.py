@@ -36,7 +36,7 @@ def roster_guards(roster: Roster, site_guards: list[Guard]) -> tuple[list[Guard]
     for entry in roster.guards:
         base = local.get(entry.id)
         fields = {"id": entry.id, "name": entry.name, "roles": entry.roles, "wearable": entry.wearable}
-        guards.append(base.model_copy(update=fields) if base else Guard(**fields))
+        guards.append(base.model_copy(update=fields) if base else Guard.model_validate(fields))
         if entry.until is not None:
             until[entry.id] = datetime.fromisoformat(entry.until).timestamp()
     return guards, until
@@ -82,6 +82,8 @@ class RosterSync:
         now = self.clock()
         site = self.config.site
         try:
+            if self.key is None:
+                raise RosterRefused("no_key", "the site file trusts no district key (police.roster_key)")
             roster = verify_roster(payload, self.key, district=site.district, site=site.id, applied_version=self.version)
         except RosterRefused as exc:
             self.refused[exc.reason] += 1

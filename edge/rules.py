@@ -65,7 +65,8 @@ def incident_for(event: Event, device: Device, raised_by_guard: str | None, last
     detail = None
     if event.kind is EventKind.DETECTION:
         alarm = DETECTIONS.get(str(event.attrs.get("label")))
-        detail = f"{event.attrs.get('label')} entered {', '.join(map(str, event.attrs.get('zones') or ()))} (camera {event.attrs.get('camera')})"
+        zones = event.attrs.get("zones")
+        detail = f"{event.attrs.get('label')} entered {', '.join(map(str, zones if isinstance(zones, list) else ()))} (camera {event.attrs.get('camera')})"
     else:
         alarm = ALARMS.get(event.kind)
     if alarm is None:
@@ -79,7 +80,7 @@ def incident_for(event: Event, device: Device, raised_by_guard: str | None, last
         zone=device.zone,
         location=Location.of(point) if point else None,
         raised_by_guard=raised_by_guard,
-        device_seq=event.attrs.get("seq"),
+        device_seq=seq if isinstance(seq := event.attrs.get("seq"), int) else None,
         detected_at=iso(event.at),
         detail=detail,
     )

@@ -59,12 +59,12 @@ class WearableWatch:
         m = self._motion.setdefault(event.device, _Motion())
         if m.prealarm_until is not None:
             return None  # already waiting for the guard to cancel
-        min_g, max_g = float(event.attrs["min_g"]), float(event.attrs["max_g"])
+        min_g, max_g = _number(event, "min_g"), _number(event, "max_g")
         if min_g < rules.freefall_g:
             m.freefall_at = t
         if max_g > rules.impact_g and m.freefall_at is not None and t - m.freefall_at <= rules.impact_within_s:
             m.fallen_at = t
-        if float(event.attrs["tilt_deg"]) < rules.tilt_deg:
+        if _number(event, "tilt_deg") < rules.tilt_deg:
             m.tilted_since = None
         elif m.tilted_since is None:
             m.tilted_since = t
@@ -106,7 +106,7 @@ class WearableWatch:
 
     def vitals(self, event: Event) -> list[Change]:
         """Take a heart-rate reading; raises or clears abnormal_heart_rate."""
-        rate = float(event.attrs["heart_rate"])
+        rate = _number(event, "heart_rate")
         low, high = self.rules.heart_rate_low, self.rules.heart_rate_high
         outside = rate < low or rate > high
         inside = low + HEART_RATE_HYSTERESIS <= rate <= high - HEART_RATE_HYSTERESIS
@@ -137,3 +137,11 @@ class WearableWatch:
             self._off_post.discard(device)
             return [Change(device, IncidentKind.LEFT_POST, False, "back at post" if free else "sent on a job")]
         return []
+
+
+def _number(event: Event, name: str) -> float:
+    """A numeric attribute the wearable's driver checked (device_drivers/guardlink_wearable.py)."""
+    value = event.attrs[name]
+    if not isinstance(value, int | float):
+        raise TypeError(f"{event.kind.value} attribute {name!r} is {type(value).__name__}, not a number")
+    return float(value)
