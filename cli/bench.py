@@ -14,6 +14,7 @@ BENCHMARKS = {
     "console": "panic press -> row visible on the console's board in Chromium with 2,000 guards moving, vs the hub's own stream",
     "hotspots": "hotspots: the day-by-day replay of 100,000 incidents over a year (3 methods, CSV read included), goal <= 60 s",
     "dc09": "alarms acknowledged by a SIA DC-09 receiver (TCP, AES-256) through the edge, vs a bare socket loop; press -> ACK p99",
+    "registry": "10,000 guards imported into the district register (SQLite, PostgreSQL); register change -> roster applied at a real edge, p99",
 }
 
 

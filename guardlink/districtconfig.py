@@ -81,7 +81,7 @@ class RegisterSettings(_Model):
     signing_key: str | None = Field(
         default=None, description="the district's Ed25519 private key (PEM, mode 600) signing site rosters; none: rosters are not published"
     )
-    roster_debounce_s: float = Field(default=0.2, ge=0, le=60, description="rosters go out this long after the last register change of a burst")
+    roster_debounce_s: float = Field(default=0.1, ge=0, le=60, description="rosters go out this long after the last register change of a burst")
     roster_every_s: float = Field(default=300, gt=0, le=86400, description="rosters are re-derived this often even without changes (vetting ends with time)")
 
 

@@ -16,12 +16,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from guardlink import topics
@@ -29,10 +29,11 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.provisioning import load_private_key
 from guardlink.roster import RosterGuard, sign_roster
 from hub.register import district_today, revision, site_rosters
-from hub.register_tables import RosterRow
+from hub.register_tables import RegisteredGuard, RosterRow
 
 log = logging.getLogger(__name__)
 
+CHANGE_MARGIN = timedelta(seconds=10)
 Publish = Callable[[str, bytes], Awaitable[None]]  # (topic, payload): retained, QoS 1; raises when the broker did not take it
 
 
@@ -56,6 +57,8 @@ class RosterPublisher:
         self.published = 0
         self.versions: dict[str, int] = {}  # the version last published per site
         self._pending: dict[str, bytes] = {}  # signed, not yet taken by the broker
+        self._listed: dict[str, str] = {}  # guard -> the site whose last roster lists them
+        self._changed_since: datetime | None = None  # guards changed after this were not derived yet (None: derive every site)
 
     async def run(self) -> None:
         seen: int | None = None
@@ -65,10 +68,12 @@ class RosterPublisher:
             current, requested = await asyncio.to_thread(self._poll)
             if current != seen and seen is not None:
                 current = await self._settle(current)
-            if force or requested or current != seen or self.clock() - cycle_at >= self.config.registry.roster_every_s:
-                cycle_at = self.clock()
+            every = force or self.clock() - cycle_at >= self.config.registry.roster_every_s  # every site, not only the changed ones
+            if every or requested or current != seen:
+                if every:
+                    cycle_at = self.clock()
                 try:
-                    self._pending.update(await asyncio.to_thread(self.derive, force, requested))
+                    self._pending.update(await asyncio.to_thread(self.derive, every, requested))
                 except Exception:
                     log.exception("event=rosters_not_derived")
                 else:
@@ -99,9 +104,11 @@ class RosterPublisher:
         district = self.config.district.id
         signed: dict[str, bytes] = {}
         with Session(self.engine) as session, session.begin():
-            rosters = site_rosters(session, self.config, district_today(self.config, now))
+            sites = None if every or self._changed_since is None else self._changed_sites(session) | set(requested or ())
+            rosters = site_rosters(session, self.config, district_today(self.config, now), sites)
             rows = {row.site: row for row in session.scalars(select(RosterRow))}
             for site, guards in rosters.items():
+                self._listed = {g: s for g, s in self._listed.items() if s != site} | {g.id: site for g in guards}
                 row, sha = rows.get(site), digest(guards)
                 if row is None:
                     row = RosterRow(site=site, version=0, sha256="", guards=0, requested=False)
@@ -117,9 +124,21 @@ class RosterPublisher:
                 self.versions[site] = row.version
                 if changed:
                     log.info("event=roster_signed site=%s version=%d guards=%d", site, row.version, len(guards))
+            if every or self._changed_since is None:
+                self._changed_since = session.scalar(select(func.max(RegisteredGuard.updated_at))) or now
             if requested:  # a site no longer placed: nothing to send, nothing more asked
                 session.execute(update(RosterRow).where(RosterRow.site.in_(requested)).values(requested=False))
         return signed
+
+    def _changed_sites(self, session: Session) -> set[str]:
+        """Sites whose roster a guard changed since the last derivation may change: where the guard is posted now, and
+        where the last roster listed them. Timestamps are the writers'; a margin covers a transaction committed late
+        (and the full cycle every `roster_every_s` covers anything else)."""
+        since = self._changed_since - CHANGE_MARGIN
+        changed = session.execute(select(RegisteredGuard.id, RegisteredGuard.site, RegisteredGuard.updated_at).where(RegisteredGuard.updated_at >= since)).all()
+        self._changed_since = max([self._changed_since, *(row.updated_at for row in changed)])
+        placed = set(self.config.sites())
+        return {site for row in changed for site in (row.site, self._listed.get(row.id)) if site in placed}
 
     async def _send(self) -> None:
         district = self.config.district.id
