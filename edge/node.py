@@ -32,6 +32,7 @@ from gateway.farewell import say_offline
 from gateway.outbox import Outbox
 from gateway.uplink import PoliceUplink
 from guardlink import topics
+from guardlink.geo import LatLon
 from guardlink.models import Escalation, Evidence, GuardReport, GuardsReport, GuardState, Location, iso
 from guardlink.siteconfig import BrokerUrl, SiteConfig
 
@@ -93,7 +94,7 @@ class EdgeNode:
         self.incidents = 0
         self.set_aside: Counter[str] = Counter()  # messages that failed in processing, by origin (site, police, camera, timer)
         self._set_aside_logged: dict[tuple[str, str], float] = {}
-        self._reported_guards: dict[str, object] = {}
+        self._reported_guards: dict[str, tuple[GuardState, str | None, LatLon | None]] = {}
         self._guards_reported_at = float("-inf")
         self.site_connected = False
         self._site_client: Client | None = None

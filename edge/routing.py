@@ -66,7 +66,7 @@ class EvidenceRequest:
     camera: str
     escalation: str
     at: float
-    box: tuple[int, int, int, int] | None = None
+    box: tuple[float, float, float, float] | None = None  # the object's box, as a fraction of the frame
 
 
 @dataclass(slots=True)
@@ -124,8 +124,10 @@ class Router:
             self._observe(plan, event, now)
             if event.kind not in ALARM_EVENTS:
                 continue  # only alarms raise incidents
-            wearer = self.board.wearer(event.device)
-            incident = incident_for(event, self.config.device(event.device), wearer.guard.id if wearer else None, wearer.point if wearer else None)
+            device, wearer = self.config.device(event.device), self.board.wearer(event.device)
+            if device is None:
+                continue  # the intake routes configured devices only
+            incident = incident_for(event, device, wearer.guard.id if wearer else None, wearer.point if wearer else None)
             if incident is not None:
                 alarms.append((event, incident))
         if not alarms:
@@ -265,18 +267,21 @@ class Router:
         log.warning("event=device_condition device=%s kind=%s raised=%s detail=%r", change.device, change.kind.value, change.raised, change.detail)
         if change.raised:
             wearer = self.board.wearer(change.device)
+            source = self.config.device(change.device) or self.config.camera(change.device)
+            if source is None:
+                log.warning("event=condition_unplaced device=%s kind=%s", change.device, change.kind.value)
+                return
             incident = condition_incident(
-                change.kind, self.config.device(change.device) or self.config.camera(change.device), change.detail, now,
-                wearer.point if wearer else None, wearer.guard.id if wearer else None,
+                change.kind, source, change.detail, now, wearer.point if wearer else None, wearer.guard.id if wearer else None,
             )
             step = self.dispatcher.open(incident, now)
             self._open_conditions[key] = step.escalation.id
             plan.steps.append(step)
             return
         escalation_id = self._open_conditions.pop(key, None)
-        step = self.dispatcher.resolve(escalation_id, now, change.detail) if escalation_id else None
-        if step is not None:
-            plan.steps.append(step)
+        resolved = self.dispatcher.resolve(escalation_id, now, change.detail) if escalation_id else None
+        if resolved is not None:
+            plan.steps.append(resolved)
 
     def _device_state(self, plan: Plan, device: str, doc: dict[str, object] | None) -> None:
         if doc is not None:

@@ -114,7 +114,8 @@ def camera_incident(event: CameraEvent, camera: Camera, schedules: dict[str, Sch
     if where is None:
         return None
     rule = where if event.line is not None else getattr(where, event.kind.value)  # a zone's rules are named like their events
-    schedule = schedules.get(rule.schedule) if rule is not None and rule.schedule else None
+    named = getattr(rule, "schedule", None)  # lines and zone rules may name a schedule
+    schedule = schedules.get(named) if named else None
     if schedule is not None and not schedule.armed(event.time, timezone):
         return None
     kind, severity = alarm
