@@ -223,8 +223,12 @@ async def test_a_guard_whose_vetting_ends_gets_no_new_offers_within_one_roster_c
             assert second != job and all(t.split("/")[-2] != guard for t, p in offers.messages[1:] if json.loads(p)["escalation"] == second)
             await asyncio.to_thread(sim.publish_raw, topics.guard_reply(SCHOOL, guard), json.dumps({"answer": "resolved", "escalation": job}).encode())
             await wait_until(lambda: guard not in node.board.guards, what="the guard leaving after the job")
-    resolved = [json.loads(p) for p in police.payloads() if json.loads(p)["id"] == job and json.loads(p)["status"] == "resolved"]
-    assert resolved and {a["guard"]: a["state"] for a in resolved[-1]["assignments"]}[guard] == "done"
+
+            def resolved() -> list[dict]:
+                return [json.loads(p) for p in police.payloads() if json.loads(p)["id"] == job and json.loads(p)["status"] == "resolved"]
+
+            await wait_until(lambda: resolved(), what="the job resolved at the police")
+    assert {a["guard"]: a["state"] for a in resolved()[-1]["assignments"]}[guard] == "done"
     engine.dispose()
 
 
