@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import socket
 
-from conftest import wait_until
-
 from gateway.connection import Client, threaded_client
+
+from conftest import wait_until
 
 
 def nodelay(sock: socket.socket) -> int:
