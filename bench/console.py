@@ -5,6 +5,7 @@
   publishes its complete `GuardsReport` once a second on the district broker (spread over the second), as an edge does;
   `--open` open incidents (default 300) from those sites are on the board before the first press.
 - Presses: sequential panic presses and SOS at the edge (buttons and wearables of the school, in turn). For each:
+  press -> the escalation's first revision on the district broker (a raw subscriber: `edge_*_ms`, the edge's share),
   press -> the escalation's first revision on the hub's `/api/stream` (a plain HTTP client: `stream_*_ms`), and
   press -> its row in the board's DOM at the next animation frame in Chromium (`ui_*_ms`), both from the same press. The
   row shows what the stream's change says at once (severity, kind, site, status; the alert sounds); its device, zone and
@@ -178,6 +179,31 @@ def open_incident(site: str, n: int, rng: random.Random) -> Escalation:
     )
 
 
+class BrokerWatch:
+    """A raw subscriber on the school's escalations topic: when each escalation's first revision left the edge (time.time())."""
+
+    def __init__(self, broker: BrokerUrl, site: str) -> None:
+        self.first: dict[str, float] = {}
+        subscribed = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-watch-{uuid7()[-8:]}")
+        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.police_escalations(DISTRICT, site), qos=1)
+        self._client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self._client.on_message = self._arrived
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("could not watch the school's escalations")
+
+    def _arrived(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        doc = json.loads(message.payload)
+        if doc.get("revision") == 1:
+            self.first.setdefault(doc["id"], time.time())
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
 class StreamWatch:
     """A logged-in HTTP client on the hub's `/api/stream`: when each escalation's first revision arrived (time.time())."""
 
@@ -288,9 +314,11 @@ def run(presses: int = 100, sites: int = 200, guards: int = 10, open_incidents: 
                     load.start()
                     school.report_positions()
                     stream = StreamWatch(url, api.cookies)
+                    edge_out = BrokerWatch(broker, "hohhot-no3-primary")
                     try:
-                        return _measure(url, api, stream, school, load, presses, settle_s, sites * guards, open_incidents, shots)
+                        return _measure(url, stream, edge_out, school, load, presses, settle_s, sites * guards, open_incidents, shots)
                     finally:
+                        edge_out.close()
                         stream.close()
                 finally:
                     load.close()
@@ -298,7 +326,7 @@ def run(presses: int = 100, sites: int = 200, guards: int = 10, open_incidents: 
                     publisher.disconnect()
 
 
-def _measure(url: str, api: httpx.Client, stream: StreamWatch, school: SiteSimulator, load: GuardLoad, presses: int, settle_s: float,
+def _measure(url: str, stream: StreamWatch, edge_out: BrokerWatch, school: SiteSimulator, load: GuardLoad, presses: int, settle_s: float,
              guards: int, open_incidents: int, shots: Path | None) -> dict[str, object]:
     from playwright.sync_api import sync_playwright
 
@@ -317,7 +345,7 @@ def _measure(url: str, api: httpx.Client, stream: StreamWatch, school: SiteSimul
             time.sleep(settle_s)  # a load warm-up, not a wait for a condition: the guards have to have moved for a while
 
             known = set(stream.site)
-            ui_ms, full_ms, stream_ms = [], [], []
+            ui_ms, full_ms, stream_ms, broker_ms = [], [], [], []
             window_start = page.evaluate("Date.now()")
             for n in range(presses):
                 device, action = PRESSES[n % len(PRESSES)]
@@ -325,6 +353,7 @@ def _measure(url: str, api: httpx.Client, stream: StreamWatch, school: SiteSimul
                 incident = stream.next_new("hohhot-no3-primary", known, 15)
                 known.add(incident)
                 stream_ms.append((stream.first[incident] - pressed) * 1000)
+                broker_ms.append((edge_out.first.get(incident, stream.first[incident]) - pressed) * 1000)
                 page.wait_for_function(f"window.__seen[{json.dumps(incident)}] !== undefined", timeout=15_000, polling=20)
                 ui_ms.append(page.evaluate(f"window.__seen[{json.dumps(incident)}]") - pressed * 1000)
                 page.wait_for_function(f"window.__full[{json.dumps(incident)}] !== undefined", timeout=15_000, polling=20)
@@ -363,6 +392,8 @@ def _measure(url: str, api: httpx.Client, stream: StreamWatch, school: SiteSimul
         "ui_full_p99_ms": round(percentile(full_ms, 0.99), 1),
         "ui_after_stream_p50_ms": round(statistics.median(after), 1),
         "ui_after_stream_p99_ms": round(percentile(after, 0.99), 1),
+        "edge_p50_ms": round(statistics.median(broker_ms), 1),
+        "edge_p99_ms": round(percentile(broker_ms, 0.99), 1),
         "stream_p50_ms": round(statistics.median(stream_ms), 1),
         "stream_p99_ms": round(percentile(stream_ms, 0.99), 1),
         "ui_busy_fraction": round(board_busy, 4),
@@ -403,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{result['guards_moving']} guards moving at 1 Hz, {result['open_incidents']} open incidents, {result['presses']} presses")
         print(f"{'press ->':<28}{'p50 ms':>10}{'p99 ms':>10}")
+        print(f"{'escalation out of the edge':<28}{result['edge_p50_ms']:>10.1f}{result['edge_p99_ms']:>10.1f}")
         print(f"{'hub stream':<28}{result['stream_p50_ms']:>10.1f}{result['stream_p99_ms']:>10.1f}")
         print(f"{'row visible in Chromium':<28}{result['ui_p50_ms']:>10.1f}{result['ui_p99_ms']:>10.1f}")
         print(f"{'... with device, zone, guards':<28}{result['ui_full_p50_ms']:>10.1f}{result['ui_full_p99_ms']:>10.1f}")
