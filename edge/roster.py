@@ -60,6 +60,8 @@ class RosterSync:
         self.applied: Roster | None = None
         self.refused: Counter[str] = Counter()  # by reason
         self.last_refusal: RosterReport | None = None
+        self._unsaved: bytes | None = None  # applied, not yet on disk
+        self._saving: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -102,7 +104,7 @@ class RosterSync:
         return RosterReport(site=site.id, status="applied", version=roster.version, guards=len(guards), at=iso(now))
 
     async def handle(self, payload: bytes) -> bytes:
-        """A roster from the district broker: applied, saved (off the loop), and the report to send back."""
+        """A roster from the district broker: applied, then saved (off the loop); the report to send back."""
         try:
             report = self.receive(payload)
         except Exception as exc:  # a bug must not take the police uplink down with it: the roster is refused and reported
@@ -112,12 +114,19 @@ class RosterSync:
                 site=self.config.site.id, status="refused", version=self.applied.version if self.applied else None, reason="error",
                 detail=f"{type(exc).__name__}: {exc}"[:300], at=iso(self.clock()),
             )
-        if report.status == "applied":
+        if report.status == "applied":  # in effect now; saved right after, off the loop (the newest wins a race)
+            self._unsaved = payload
+            if self._saving is None or self._saving.done():
+                self._saving = asyncio.create_task(self._save_latest())
+        return report.to_json()
+
+    async def _save_latest(self) -> None:
+        while self._unsaved is not None:
+            payload, self._unsaved = self._unsaved, None
             try:
                 await asyncio.to_thread(self._save, payload)
             except OSError as exc:  # applied all the same: the retained roster comes back after a restart
                 log.error("event=roster_not_saved path=%s error=%r", self.path, exc)
-        return report.to_json()
 
     def status(self) -> dict[str, object]:
         """The `roster` part of the status heartbeat."""
