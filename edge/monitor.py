@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from edge.intake import Intake
     from edge.supervision import Supervisor
     from edge.vision.process import CameraProcess
+    from gateway.dc09_transmitter import AlarmCentres
     from gateway.outbox import Outbox
     from gateway.uplink import PoliceUplink
     from guardlink.siteconfig import SiteConfig
@@ -49,6 +50,7 @@ class NodeView(Protocol):
     clock: Callable[[], float]
     outbox: Outbox
     uplink: PoliceUplink
+    alarm_centres: AlarmCentres
     intake: Intake
     board: GuardBoard
     supervisor: Supervisor
@@ -327,11 +329,26 @@ class _NodeState:
         yield battery
         yield link
         yield from self._cameras()
+        yield from self._alarm_centres()
         if monitor.telemetry is not None:
             stats = monitor.telemetry.stats
             yield CounterMetricFamily("guardlink_telemetry_written", "Telemetry points InfluxDB accepted", value=stats.written)
             yield CounterMetricFamily("guardlink_telemetry_dropped", "Telemetry points dropped: buffer full, or InfluxDB down", value=stats.dropped)
             yield GaugeMetricFamily("guardlink_telemetry_buffered", "Telemetry points waiting for InfluxDB", value=stats.buffered + stats.in_flight)
+
+    def _alarm_centres(self) -> Iterator[Metric]:
+        families = {  # status() key -> the family it feeds
+            "sent": CounterMetricFamily("guardlink_dc09_sent", "DC-09 messages written to an alarm centre, tries again included", labels=["centre"]),
+            "acked": CounterMetricFamily("guardlink_dc09_acked", "Alarms and restores an alarm centre acknowledged", labels=["centre"]),
+            "retries": CounterMetricFamily("guardlink_dc09_retries", "DC-09 messages sent again after silence, a NAK or a broken connection", labels=["centre"]),
+            "naks": CounterMetricFamily("guardlink_dc09_naks", "NAKs an alarm centre answered", labels=["centre"]),
+            "connected": GaugeMetricFamily("guardlink_dc09_connected", "1 while the link to an alarm centre works", labels=["centre"]),
+            "oldest_unacked_s": GaugeMetricFamily("guardlink_dc09_oldest_unacked_seconds", "How long the message an alarm centre has not acknowledged has waited", labels=["centre"]),
+        }
+        for centre, status in self.monitor.node.alarm_centres.status().items():
+            for key, family in families.items():
+                family.add_metric([centre], float(status[key]))  # type: ignore[arg-type]
+        yield from families.values()
 
     def _cameras(self) -> Iterator[Metric]:
         fps = GaugeMetricFamily("guardlink_camera_fps", "Frames per second a camera pipeline processes", labels=["camera"])

@@ -108,7 +108,7 @@ class EdgeNode:
             )
             for camera in config.cameras
         }
-        self.alarm_centres = AlarmCentres(config, self.outbox, clock=clock)  # SIA DC-09 receivers, each with its cursor in the outbox
+        self.alarm_centres = AlarmCentres.for_site(config, self.outbox, clock=clock)  # SIA DC-09 receivers, each with its cursor in the outbox
         self.uploads = evidence_uploader(config.upload, outbox_path)  # evidence files to the hub, when the site file says where
         self.monitor = SiteMonitor(self)  # /metrics and telemetry; last, as it reads the parts above
         self.outbox.on_stored, self.outbox.on_delivered = self.monitor.stored, self.monitor.delivered
@@ -134,6 +134,7 @@ class EdgeNode:
             "set_aside": sum(self.set_aside.values()),
             "health": {"outbox": self.outbox.health, "site_broker": "connected" if self.site_connected else "disconnected"},
             **({"roster": self.roster.status()} if self.roster.enabled else {}),
+            **({"alarm_centres": self.alarm_centres.status()} if self.alarm_centres.links else {}),
             **({"cameras": {camera: process.stats for camera, process in self.cameras.items()}} if self.cameras else {}),
         }
 

@@ -1,10 +1,12 @@
-"""The SIA DC-09 transmitter: alarms and restores from the outbox to alarm receiving centres, acknowledged, supervised.
+"""The SIA DC-09 transmitter: alarms and restores to alarm receiving centres, acknowledged, supervised.
 
-Each configured centre has its own cursor in the outbox database: the sequence of the last revision it
-acknowledged (or that had nothing for it) and the DC-09 sequence number its next message carries. A message is
-sent, waited for and sent again until the centre answers ACK, so an edge that stops or is killed resends from
-the cursor on its next start: nothing is lost, and a message the centre took just before the stop comes again
-with its sequence number unchanged, which a receiver recognises as a repeat.
+What is sent comes from an `AlarmSource`: escalation revisions in a fixed order, each at a position, and a place to
+keep each centre's cursor: the position of the last revision it acknowledged (or that had nothing for it) and the
+DC-09 sequence number its next message carries. The edge's source is its outbox (`OutboxSource`); the hub's is its
+database (hub/forwarding.py). A message is sent, waited for and sent again until the centre answers ACK, so a
+transmitter that stops or is killed resends from the cursor on its next start: nothing is lost, and a message the
+centre took just before the stop comes again with its sequence number unchanged, which a receiver recognises as a
+repeat.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway import dc09
-from gateway.dc09_codes import PanelEvent, data, panel_event
+from gateway.dc09_codes import data, panel_event
 from gateway.outbox import Outbox
 from guardlink.alarmcentre import AlarmCentre, Transport
 from guardlink.models import Escalation
@@ -25,10 +28,63 @@ from guardlink.siteconfig import SiteConfig
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # revisions read from the outbox at a time
+BATCH = 200  # revisions read from the source at a time
 RETRY_FIRST_S = 0.5
 RESYNC_AFTER_S = 1.0  # a NAK whose time differs from ours by more than this resynchronises our clock
 SAVE_EVERY_S = 0.25  # the cursor is saved at most this often while messages flow (and always when stopped)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far one centre got: the position of the last revision done with, and the DC-09 sequence number of its next message."""
+
+    after: int
+    sequence: int
+
+
+class AlarmSource(Protocol):
+    """Where a transmitter's revisions come from, in a fixed order, and where each centre's cursor is kept."""
+
+    def watch(self) -> asyncio.Event:
+        """An event set whenever something may have been stored (the link clears it before it reads)."""
+
+    async def newest(self) -> int:
+        """The position of the newest revision stored now (a centre seen for the first time starts after it)."""
+
+    async def read_after(self, position: int, limit: int) -> list[tuple[int, Escalation | None]]:
+        """Up to `limit` entries after `position`, in order; an entry without a revision only moves the cursor on."""
+
+    async def load_cursor(self, centre: str) -> Cursor | None:
+        """The centre's saved cursor, None when it has none yet."""
+
+    async def save_cursor(self, centre: str, cursor: Cursor) -> None:
+        """Remember the centre's cursor (it survives a restart)."""
+
+
+class OutboxSource:
+    """The edge's revisions: the outbox, by sequence; cursors beside them in its `edge_state`."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def watch(self) -> asyncio.Event:
+        return self.outbox.watch()
+
+    async def newest(self) -> int:
+        return self.outbox.last_sequence
+
+    async def read_after(self, position: int, limit: int) -> list[tuple[int, Escalation | None]]:
+        return [(escalation.sequence, escalation) for escalation in await self.outbox.stored_after(position, limit)]
+
+    async def load_cursor(self, centre: str) -> Cursor | None:
+        saved = await self.outbox.load_state(f"dc09:{centre}")
+        if not saved:
+            return None
+        state = json.loads(saved)
+        return Cursor(int(state["after"]), int(state["sequence"]))
+
+    async def save_cursor(self, centre: str, cursor: Cursor) -> None:
+        await self.outbox.save_state(f"dc09:{centre}", json.dumps({"after": cursor.after, "sequence": cursor.sequence}))
 
 
 class Unanswered(Exception):
@@ -103,6 +159,7 @@ class _Datagrams(asyncio.DatagramProtocol):
 class LinkStats:
     """What one centre's link did, for status and metrics."""
 
+    sent: int = 0  # messages written to the receiver, tries again included
     acked: int = 0
     supervision_acked: int = 0
     retries: int = 0
@@ -111,42 +168,44 @@ class LinkStats:
     rejected: int = 0  # answered DUH: the centre cannot take the message; not sent again
     connected: bool = False
     last_ack_at: float | None = None
+    waiting_since: float | None = None  # when the message awaiting an answer was first tried (clock time)
 
 
 class CentreLink:
-    """Delivers one alarm receiving centre its alarms and restores, in outbox order, and supervises the link."""
+    """Delivers one alarm receiving centre its alarms and restores, in the source's order, and supervises the link.
+
+    `zones` numbers devices (by id, or `<site>/<device>` at a hub) and `users` guards; what is not numbered is zone 0 and no user."""
 
     def __init__(
-        self, centre: AlarmCentre, outbox: Outbox, *, zones: dict[str, int], users: dict[str, int],
+        self, centre: AlarmCentre, source: AlarmSource, *, zones: dict[str, int], users: dict[str, int],
         clock: Callable[[], float] = time.time, on_ack: Callable[[Escalation], None] | None = None,
     ) -> None:
         self.centre = centre
-        self.outbox = outbox
+        self.source = source
         self.zones = zones
         self.users = users
         self.clock = clock
         self.on_ack = on_ack  # told of each acknowledged revision (benchmarks)
         self.stats = LinkStats()
-        self.cursor = 0  # outbox sequence of the last revision done with
+        self.cursor = 0  # source position of the last revision done with
         self.sequence = 1  # DC-09 sequence number of the next message
         self.offset_s = 0.0  # receiver's clock minus ours, learnt from NAKs
         self._key: bytes | None = None
-        self._route = dc09.Route(centre.account, centre.line, centre.receiver)
+        self._routes: dict[str, dc09.Route] = {}  # by account (a hub's centre may know each site by its own)
         self._channel = Channel(centre)
-        self._wake = outbox.watch()
-        self._state = f"dc09:{centre.id}"
-        self._saved: tuple[int, int] | None = None
+        self._wake = source.watch()
+        self._saved: Cursor | None = None
         self._save_wanted = asyncio.Event()
 
     async def open(self) -> None:
         """Read the key and the cursor; a centre never seen before starts after what is stored now (KeyUnavailable: no key)."""
         self._key = self.centre.secret_key()
-        saved = await self.outbox.load_state(self._state)
-        if saved:
-            state = json.loads(saved)
-            self.cursor, self.sequence = int(state["after"]), int(state["sequence"])
+        saved = await self.source.load_cursor(self.centre.id)
+        if saved is not None:
+            self.cursor, self.sequence = saved.after, saved.sequence
+            self._saved = saved
         else:
-            self.cursor = self.outbox.last_sequence
+            self.cursor = await self.source.newest()
             await self._save()
         log.info("event=dc09_open centre=%s format=%s encrypted=%s after=%d next_sequence=%04d",
                  self.centre, self.centre.format.value, self._key is not None, self.cursor, self.sequence)
@@ -181,45 +240,46 @@ class CentreLink:
                         async with asyncio.timeout_at(None if supervision is None else last_sent + supervision):
                             await self._wake.wait()
                     except TimeoutError:
-                        await self._exchange("NULL", "", None)
+                        await self._exchange("NULL", "", self.centre.account, None)
                         self.stats.supervision_acked += 1
                         last_sent = loop.time()
                     reading = self._read_after(self.cursor)
                     continue
                 # The next batch is read (and parsed, off the loop) while this one goes out.
-                reading = self._read_after(revisions[-1].sequence)
-                for escalation in revisions:
-                    event = panel_event(escalation, self.centre.area, self._zone(escalation), self._user(escalation))
-                    if event is not None:
-                        await self._exchange(self.centre.format.value, self._data(event), escalation)
+                reading = self._read_after(revisions[-1][0])
+                for position, escalation in revisions:
+                    if escalation is not None and (event := panel_event(escalation, self.centre.area, self._zone(escalation), self._user(escalation))):
+                        account = self.centre.account_for(escalation.site.id)
+                        await self._exchange(self.centre.format.value, data(event, account, self.centre.format), account, escalation)
                         last_sent = loop.time()
-                    self.cursor = escalation.sequence
+                    self.cursor = position
                     self._save_wanted.set()
         finally:
             reading.cancel()
 
-    def _read_after(self, sequence: int) -> asyncio.Future[list[Escalation]]:
+    def _read_after(self, position: int) -> asyncio.Future[list[tuple[int, Escalation | None]]]:
         self._wake.clear()  # before the read: whatever is stored after it starts wakes the wait
-        return asyncio.ensure_future(self.outbox.stored_after(sequence, BATCH))
-
-    def _data(self, event: PanelEvent) -> str:
-        return data(event, self.centre.account, self.centre.format)
+        return asyncio.ensure_future(self.source.read_after(position, BATCH))
 
     def _zone(self, escalation: Escalation) -> int:
-        return self.zones.get(escalation.incident.device, 0)
+        device = escalation.incident.device
+        return self.zones.get(device) or self.zones.get(f"{escalation.site.id}/{device}", 0)
 
     def _user(self, escalation: Escalation) -> int | None:
         guard = escalation.incident.raised_by_guard
         return self.users.get(guard) if guard else None
 
-    async def _exchange(self, token: str, content: str, escalation: Escalation | None) -> None:
+    async def _exchange(self, token: str, content: str, account: str, escalation: Escalation | None) -> None:
         """Send one message until the centre acknowledges it (or answers DUH); backs off on silence and NAKs."""
         loop = asyncio.get_running_loop()
         failures = 0
+        route = self._routes.get(account) or self._routes.setdefault(account, dc09.Route(account, self.centre.line, self.centre.receiver))
+        self.stats.waiting_since = self.clock()
         while True:
-            message = dc09.frame(token, self.sequence, self._route, content, self.clock() + self.offset_s, self._key)
+            message = dc09.frame(token, self.sequence, route, content, self.clock() + self.offset_s, self._key)
             try:
                 await self._channel.send(message)
+                self.stats.sent += 1
                 self.stats.connected = True
                 response = await self._answer(loop.time() + self.centre.ack_timeout_s)
             except (Unanswered, dc09.DecodeError) as exc:
@@ -239,6 +299,7 @@ class CentreLink:
                     log.error("event=dc09_rejected centre=%s sequence=%04d token=%s escalation=%s action=%r", self.centre, self.sequence, token,
                               escalation.id if escalation else "-", "the centre does not understand this event: check its format and account")
                     self.sequence = dc09.next_sequence(self.sequence)
+                    self.stats.waiting_since = None
                     return
                 self.stats.naks += 1
                 reason = f"NAK (receiver time {response.receiver_time})"
@@ -265,6 +326,7 @@ class CentreLink:
     def _acknowledged(self, token: str, escalation: Escalation | None, now: float) -> None:
         self.sequence = dc09.next_sequence(self.sequence)
         self.stats.last_ack_at = now
+        self.stats.waiting_since = None
         if escalation is None:
             return
         self.stats.acked += 1
@@ -282,20 +344,35 @@ class CentreLink:
             await asyncio.sleep(SAVE_EVERY_S)  # a crash in between resends at most this much, each with its own sequence number
 
     async def _save(self) -> None:
-        state = (self.cursor, self.sequence)
-        if state != self._saved:
-            self._saved = state
-            await self.outbox.save_state(self._state, json.dumps({"after": state[0], "sequence": state[1]}))
+        cursor = Cursor(self.cursor, self.sequence)
+        if cursor != self._saved:
+            self._saved = cursor
+            await self.source.save_cursor(self.centre.id, cursor)
+
+    def status(self) -> dict[str, object]:
+        """What the link did, for the status heartbeat and metrics."""
+        stats = self.stats
+        return {
+            "connected": stats.connected, "sent": stats.sent, "acked": stats.acked, "supervision_acked": stats.supervision_acked,
+            "retries": stats.retries, "naks": stats.naks, "rejected": stats.rejected,
+            "oldest_unacked_s": 0.0 if stats.waiting_since is None else round(max(0.0, self.clock() - stats.waiting_since), 1),
+        }
 
 
 class AlarmCentres:
-    """Every alarm receiving centre of a site, each on its own link."""
+    """Every alarm receiving centre of a site (or of a district, at the hub), each on its own link."""
 
-    def __init__(self, config: SiteConfig, outbox: Outbox, *, clock: Callable[[], float] = time.time) -> None:
-        self.links = [
-            CentreLink(centre, outbox, zones=zone_numbers(config, centre), users=user_numbers(config), clock=clock)
+    def __init__(self, links: list[CentreLink]) -> None:
+        self.links = links
+
+    @classmethod
+    def for_site(cls, config: SiteConfig, outbox: Outbox, *, clock: Callable[[], float] = time.time) -> AlarmCentres:
+        """The site file's centres, fed from the edge's outbox."""
+        source = OutboxSource(outbox)
+        return cls([
+            CentreLink(centre, source, zones=zone_numbers(config, centre), users=user_numbers(config), clock=clock)
             for centre in config.alarm_centres
-        ]
+        ])
 
     async def open(self) -> None:
         """Read keys and cursors (before anything new is stored); KeyUnavailable when a key cannot be read."""
@@ -309,8 +386,9 @@ class AlarmCentres:
                 for link in self.links:
                     tasks.create_task(link.run())
 
-    def status(self) -> dict[str, object]:
-        return {link.centre.id: {"connected": link.stats.connected, "acked": link.stats.acked, "rejected": link.stats.rejected} for link in self.links}
+    def status(self) -> dict[str, dict[str, object]]:
+        """Each centre's link: connected, messages sent, acknowledged, retries, NAKs, rejected, age of the oldest unacknowledged."""
+        return {link.centre.id: link.status() for link in self.links}
 
 
 def zone_numbers(config: SiteConfig, centre: AlarmCentre) -> dict[str, int]:

@@ -117,8 +117,31 @@ class AlarmCentre(BaseModel):
         except ValueError as exc:
             raise KeyUnavailable(f"alarm centre {self.id!r}: {exc}") from None
 
+    def account_for(self, site: str) -> str:
+        """The account a site's events are reported under."""
+        return self.account
+
     def __str__(self) -> str:
         return f"dc09+{self.protocol.value}://{self.host}:{self.port}#{self.account.upper()}"
+
+
+class DistrictAlarmCentre(AlarmCentre):
+    """A receiving centre the hub forwards the district's alarms and restores to: each site under its own account
+    (`accounts`), else under `account`. Zones are numbered per site and device (`<site>/<device>`); others are zone 0."""
+
+    accounts: dict[str, str] = Field(default_factory=dict, description="site id -> the site's account at this centre (3-16 hex digits); sites not listed report as `account`")
+    zones: dict[str, int] = Field(default_factory=dict, description="`<site>/<device>` -> zone number (1-999); devices not listed are zone 0")
+
+    @field_validator("accounts")
+    @classmethod
+    def _hex_accounts(cls, accounts: dict[str, str]) -> dict[str, str]:
+        for site, account in accounts.items():
+            if not re.fullmatch("[0-9A-Fa-f]{3,16}", account):
+                raise ValueError(f"account of site {site!r} is {account!r}, not 3-16 hex digits (DC-09 account numbers are hex); quote it in YAML")
+        return accounts
+
+    def account_for(self, site: str) -> str:
+        return self.accounts.get(site, self.account)
 
 
 def check_key(text: str) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 from bench.dc09 import sia_receiver
 from gateway import dc09
 from gateway.dc09_codes import CODES, data, panel_event
-from gateway.dc09_transmitter import CentreLink
+from gateway.dc09_transmitter import CentreLink, OutboxSource
 from gateway.outbox import Outbox
 from guardlink.alarmcentre import AlarmCentre, Dc09Format
 from guardlink.models import Escalation, EscalationStatus, Incident, IncidentKind, Location, Severity, SiteRef, iso
@@ -57,7 +57,7 @@ class Running:
 
     def __init__(self, tmp_path: Path, alarm_centre: AlarmCentre, clock=time.time) -> None:
         self.outbox = Outbox(tmp_path / "outbox.db", receipt_timeout_s=None)
-        self.link = CentreLink(alarm_centre, self.outbox, zones={"btn-gate": 5, "wear-li": 7}, users={"g-li": 2}, clock=clock)
+        self.link = CentreLink(alarm_centre, OutboxSource(self.outbox), zones={"btn-gate": 5, "wear-li": 7}, users={"g-li": 2}, clock=clock)
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Running:
