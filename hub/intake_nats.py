@@ -15,6 +15,7 @@ Liveness: each worker sees only its share of the heartbeats, so it judges silenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -80,7 +81,7 @@ def consumer_name(district: str, kind: str) -> str:
     return f"guardlink-hub-{district}-{kind}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Delivery:
     """A message from the stream, shaped as the intake reads MQTT messages (topic, payload), with what acknowledges it."""
 
@@ -130,7 +131,7 @@ class NatsIntake(Intake):
         engine: Engine,
         *,
         servers: list[str],
-        ack_wait_s: float = 30.0,
+        ack_wait_s: float = 5.0,
         fetch_batch: int = 500,
         in_flight: int = 4,
         max_ack_pending: int = 20_000,
@@ -139,8 +140,9 @@ class NatsIntake(Intake):
         notify: asyncio.Event | None = None,
         on_commit: Callable[[Stored], None] | None = None,
     ) -> None:
-        """`ack_wait_s`: how long a worker may hold messages before the cluster gives them to another (a dead worker's
-        messages move after this); `fetch_batch` and `in_flight`: each kind's pull size and batches a worker holds at once."""
+        """`ack_wait_s`: how long the cluster waits for a worker's acknowledgement before it gives the messages to another
+        worker (a dead worker's messages move after this; a live one says "in progress" every third of it while its
+        database is slow); `fetch_batch` and `in_flight`: each kind's pull size and the batches a worker holds at once."""
         super().__init__(config, engine, broker=BrokerUrl(host=servers[0].split("://")[1].rpartition(":")[0]), clock=clock,
                          check_every_s=check_every_s, notify=notify, on_commit=on_commit)
         self.servers = servers
@@ -150,6 +152,7 @@ class NatsIntake(Intake):
         self.in_flight = in_flight
         self.max_ack_pending = max_ack_pending
         self.fetched = 0
+        self._holding: set[tuple[Delivery, ...]] = set()  # batches fetched, not yet committed
         self.client: JetStreamLink | None = None  # type: ignore[assignment]
 
     async def run(self) -> None:
@@ -173,6 +176,7 @@ class NatsIntake(Intake):
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._check_heartbeats())
+                    tasks.create_task(self._keep_holding())
                     for kind, subscription in subscriptions.items():
                         tasks.create_task(self._pull(kind, subscription))
             finally:
@@ -248,12 +252,26 @@ class NatsIntake(Intake):
             self.fetched += len(msgs)
             batch = [Delivery(Topic(topic_of(msg.subject[len(STORED):])), msg.data, msg) for msg in msgs]
             items = [self._contained(delivery) for delivery in batch]  # type: ignore[arg-type]
-            self._writer.submit([i for i in items if i is not None], lambda stored, b=batch: self._done(slots, b, stored))
+            held = tuple(batch)
+            self._holding.add(held)
+            self._writer.submit([i for i in items if i is not None], lambda stored, b=batch, h=held: self._done(slots, b, h, stored))
 
-    def _done(self, slots: asyncio.Semaphore, batch: list[Delivery], stored: Stored) -> None:
+    def _done(self, slots: asyncio.Semaphore, batch: list[Delivery], held: tuple[Delivery, ...], stored: Stored) -> None:
         slots.release()
+        self._holding.discard(held)
+        if self.stored == 0 and stored.new:
+            log.info("event=worker_took_work district=%s stored=%d", self.district, stored.new)
         if self.client is not None:  # else stopping: the cluster gives the batch to another worker, which finds it stored
             self._committed(self.client, batch, stored)  # type: ignore[arg-type]
+
+    async def _keep_holding(self) -> None:
+        """Tell the cluster that batches waiting for the database are in progress, so it does not give them to another worker."""
+        while True:
+            await asyncio.sleep(self.ack_wait_s / 3)
+            for held in list(self._holding):
+                for delivery in held:
+                    with contextlib.suppress(NatsError):
+                        await delivery.msg.in_progress()
 
     async def _refresh_liveness(self) -> None:
         """Start each check from the database: the other workers' heartbeats are there, not in this worker's memory."""

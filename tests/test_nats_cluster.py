@@ -1,0 +1,158 @@
+"""Hub workers on a real three-node NATS JetStream cluster (MQTT listener for the sites) storing into a real PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bench.city import Fleet, escalation, site_name
+from bench.servers import NatsCluster, Postgres, running_nats_cluster, stop_process
+from hub.database import make_engine, migrate
+from hub.tables import EscalationRow, RejectionRow, RevisionRow
+
+DISTRICT = "city"
+SITES = [site_name(n) for n in range(50)]
+ESCALATIONS_PER_SITE = 25
+REVISIONS = 4  # per escalation: 50 * 25 * 4 = 5,000
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    with running_nats_cluster(tmp_path / "nats") as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def district_file(tmp_path: Path, postgres: Postgres) -> Path:
+    migrate(postgres.url)
+    path = tmp_path / "district.yaml"
+    path.write_text(
+        f"district: {{id: {DISTRICT}, name: City}}\ndatabase: {postgres.url}\nlisten: 127.0.0.1:0\n"
+        f"communities:\n  - {{id: c1, name: One, chief: Chief, outline: [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], sites: [{', '.join(SITES)}]}}\n"
+    )
+    return path
+
+
+def stored_count(postgres: Postgres) -> int:
+    engine = make_engine(postgres.url)
+    try:
+        with Session(engine) as session:
+            return session.scalar(select(func.count()).select_from(RevisionRow)) or 0
+    finally:
+        engine.dispose()
+
+
+class Workers:
+    """`guardlink hub --broker nats://...` processes, each logging to its own file; all stopped at the end."""
+
+    def __init__(self, tmp_path: Path, district_file: Path, cluster: NatsCluster) -> None:
+        self.tmp_path, self.district_file, self.cluster = tmp_path, district_file, cluster
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"worker-{name}.log").read_text()
+
+    def start(self, name: str, *extra: str, wait: bool = True) -> subprocess.Popen:
+        with (self.tmp_path / f"worker-{name}.log").open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "cli", "hub", "--config", str(self.district_file), "--broker", self.cluster.nats_url, *extra],
+                                    stdout=subprocess.DEVNULL, stderr=log)
+        self.procs[name] = proc
+        if wait:
+            wait_for(lambda: "event=intake_subscribed" in self.log(name) or proc.poll() is not None, 30, f"worker {name} to subscribe")
+            assert proc.poll() is None, self.log(name)[-3000:]
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_process(proc)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, district_file: Path, cluster: NatsCluster) -> Iterator[Workers]:
+    running = Workers(tmp_path, district_file, cluster)
+    yield running
+    running.stop()
+
+
+def test_every_revision_stored_once_through_a_leader_kill_a_worker_kill_and_a_worker_added(cluster: NatsCluster, workers: Workers, postgres: Postgres):
+    workers.start("a")
+    workers.start("b")
+    fleet = Fleet([cluster.mqtt_url(name) for name in cluster.names], SITES, district=DISTRICT, connections=10, resend_after_s=8.0)
+    published, third_worker = threading.Event(), threading.Event()
+    plan = [(site, f"{site}-e{e:02d}", number) for e in range(ESCALATIONS_PER_SITE) for number in range(1, REVISIONS + 1) for site in SITES]
+
+    def publish() -> None:
+        for n, (site, escalation_id, number) in enumerate(plan):
+            fleet.revision(escalation(site, DISTRICT, escalation_id, number, time.time()))
+            if n == 3000:
+                third_worker.wait(60)  # the last 2,000 go out once the third worker is there
+            if n % 50 == 49:
+                time.sleep(0.05)  # about 1,000 revisions a second: the faults land mid-stream
+                fleet.resend_overdue()
+        published.set()
+
+    leader = cluster.meta_leader()
+    publisher = threading.Thread(target=publish, daemon=True)
+    try:
+        publisher.start()
+        wait_for(lambda: fleet.counts.revisions >= 1000, 30, "1,000 revisions published")
+        cluster.kill(leader)  # kill -9 of the JetStream meta leader
+        wait_for(lambda: fleet.counts.revisions >= 2000, 30, "2,000 revisions published")
+        workers.procs["a"].kill()  # kill -9 of a hub worker holding messages
+        wait_for(lambda: fleet.counts.revisions >= 3000, 30, "3,000 revisions published")
+        workers.start("c")  # added mid-stream, nothing else changed
+        third_worker.set()
+        wait_for(published.is_set, 60, "every revision published")
+        try:
+            wait_for(lambda: fleet.resend_overdue() >= 0 and fleet.unreceipted() == 0, 90, "every revision receipted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {fleet.unreceipted()} without receipt, {fleet.counts.resent} resent; stored {stored_count(postgres)}; "
+                                 + " ".join(f"\n--- worker {n}:\n{workers.log(n)[-1500:]}" for n in workers.procs)) from None
+        assert "event=worker_took_work" in workers.log("c"), workers.log("c")[-2000:]
+        assert cluster.meta_leader() != leader
+    finally:
+        third_worker.set()
+        published.wait(60)
+        fleet.close()
+
+    engine = make_engine(postgres.url)
+    try:
+        with Session(engine) as session:
+            stored = set(session.execute(select(RevisionRow.escalation_id, RevisionRow.revision)).all())
+            latest = dict(session.execute(select(EscalationRow.id, EscalationRow.revision)).all())
+            statuses = set(session.scalars(select(EscalationRow.status)).all())
+            rejected = session.scalar(select(func.count()).select_from(RejectionRow))
+    finally:
+        engine.dispose()
+    expected = {(escalation_id, number) for _site, escalation_id, number in plan}
+    assert stored == expected  # every revision exactly once: (id, revision) is the table's key, and none is missing
+    assert latest == {escalation_id: REVISIONS for _site, escalation_id, _n in plan}  # no late revision overwrote a newer one
+    assert statuses == {"resolved"}
+    assert rejected == 0
+    receipted = {site for (escalation_id, _n) in fleet.counts.receipted_at for site in [escalation_id.split("-e")[0]]}
+    assert receipted == set(SITES)
+    assert len(fleet.counts.receipted_at) == len(expected)
+
+
+def test_a_second_worker_on_sqlite_is_refused(cluster: NatsCluster, workers: Workers, tmp_path: Path):
+    sqlite = f"sqlite:///{tmp_path / 'hub.db'}"
+    workers.start("one", "--database", sqlite)
+    second = workers.start("two", "--database", sqlite, wait=False)
+    assert second.wait(30) == 2
+    assert "SQLite, which takes one worker" in workers.log("two")
