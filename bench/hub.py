@@ -329,7 +329,16 @@ def run(revisions: int = 10_000, sites: int = 10, rate: float = 200.0, seconds: 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `guardlink bench hub`."""
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--engine", choices=("mosquitto", "nats"), default="mosquitto")
+    chosen, rest = engine.parse_known_args(argv)
+    if chosen.engine == "nats":
+        from bench import hub_nats
+
+        return hub_nats.main(rest)
     parser = argparse.ArgumentParser(prog="guardlink bench hub", description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=("mosquitto", "nats"), default="mosquitto",
+                        help="nats: hub workers on a three-node NATS JetStream cluster, 1 vs 2, and a simulated city (bench/hub_nats.py; its own options)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--revisions", type=int, default=10_000, help="revisions in each backlog (default 10000)")
     parser.add_argument("--sites", type=int, default=10, help="simulated sites (default 10)")
