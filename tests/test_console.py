@@ -28,7 +28,7 @@ from device_drivers.simulators import SiteSimulator
 from edge.embedded_broker import free_tcp_port
 from guardlink import topics
 from guardlink.ids import uuid7
-from guardlink.models import Escalation, EscalationStatus, Incident, IncidentKind, Location, Severity, SiteRef, iso
+from guardlink.models import Escalation, EscalationStatus, Evidence, Incident, IncidentKind, Location, Severity, SiteRef, iso
 from guardlink.siteconfig import BrokerUrl, load_site
 from hub.accounts import Accounts, Role
 from hub.database import make_engine, migrate
@@ -141,7 +141,8 @@ class District:
                              "the press to reach the hub")
             return found[0]
 
-    def mall_incident(self, kind: IncidentKind = IncidentKind.PANIC, severity: Severity = Severity.CRITICAL, age_s: float = 0.0) -> str:
+    def mall_incident(self, kind: IncidentKind = IncidentKind.PANIC, severity: Severity = Severity.CRITICAL, age_s: float = 0.0,
+                      evidence: list[Evidence] | None = None) -> str:
         """An escalation from the mall site, published as its edge would (QoS 1) at the district broker."""
         at = time.time() - age_s
         doc = Escalation(
@@ -149,7 +150,7 @@ class District:
             site=SiteRef(id=MALL, name="Hailar Road Mall", district="xincheng", location=Location(lat=40.8540, lon=111.7680)),
             incident=Incident(kind=kind, severity=severity, device="btn-east", zone="east-entrance", location=Location(lat=40.8542, lon=111.7684), detected_at=iso(at)),
             assignments=[], status=EscalationStatus.DISPATCHED if kind is not IncidentKind.TEST else EscalationStatus.REPORTED,
-            guards_needed=0 if kind is IncidentKind.TEST else 1, issued_at=iso(at),
+            guards_needed=0 if kind is IncidentKind.TEST else 1, issued_at=iso(at), evidence=evidence or [],
         )
         self.mall.publish(topics.police_escalations("xincheng", MALL), doc.model_dump_json(by_alias=True), qos=1).wait_for_publish(10)
         return doc.id
@@ -299,8 +300,27 @@ def test_acknowledging_in_the_browser_reaches_the_edge_and_shows_in_another_brow
         detail = client.get(f"/api/incidents/{incident}").json()
     assert detail["acknowledged_by"] == "desk" and detail["timeline"][-1]["acknowledged_by"] == "desk"  # made by the edge
     district.shot(acting, "incident")
+
+    acting.fill(".note-input", "pupil's prank, teacher on site")
+    acting.click("button[data-action=close]")
+    board_row(watching, incident).wait_for(state="detached", timeout=WAIT_MS)  # closed at the edge: off every board
+    acting.wait_for_selector(".incident-head[data-status=closed]", timeout=WAIT_MS)
+    assert "pupil's prank, teacher on site" in acting.inner_text(".timeline")
+    assert acting.locator("button[data-action=close]").count() == 0  # nothing more to command
     for tab in (acting, watching, viewer):
         tab.context.close()
+
+
+def test_evidence_not_uploaded_yet_says_so(district: District) -> None:
+    at = iso(time.time())
+    clip = Evidence(kind="clip", camera="cam-east", path="/var/lib/guardlink/evidence/a.mp4", media_type="video/mp4", bytes=1000,
+                    sha256="ab" * 32, start=at, end=at)
+    incident = district.mall_incident(evidence=[clip])
+    tab = district.login(page=f"#/incident/{incident}")
+    tab.wait_for_selector(".evidence-item.clip .not-uploaded")
+    assert "Not uploaded yet" in tab.inner_text(".evidence-item.clip") and "cam-east" in tab.inner_text(".evidence-item.clip")
+    assert tab.locator(".evidence video").count() == 0
+    tab.context.close()
 
 
 def test_a_chief_sees_only_their_community(district: District) -> None:
