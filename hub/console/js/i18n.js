@@ -67,8 +67,11 @@ export function time(iso) {
   return iso ? formats.time.format(new Date(iso)) : "";
 }
 
+/** 2026-05-01 14:03:22 in the district's zone, whatever the language: unambiguous in both. */
 export function dateTime(iso) {
-  return iso ? formats.dateTime.format(new Date(iso)) : "";
+  if (!iso) return "";
+  const part = Object.fromEntries(formats.dateTime.formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}:${part.second}`;
 }
 
 export function zoneName() {

@@ -4,7 +4,6 @@ import * as api from "./api.js";
 import { h, replace } from "./dom.js";
 import { dateTime, distance, duration, label, t, time } from "./i18n.js";
 import { command, isOverdue, needsAcknowledgement, on, state } from "./store.js";
-import { toast } from "./toast.js";
 
 const FINAL = new Set(["resolved", "false_alarm", "closed"]);
 
@@ -87,7 +86,6 @@ export function mount(root, id) {
       try {
         await command(id, body);
         result = { kind: "ok", text: t("action.sent", { command: t(`command.${body.command}`) }) };
-        toast(result.text, "ok");
       } catch (error) {
         result = { kind: "bad", text: t("action.failed", { reason: error.message }) };
       }
