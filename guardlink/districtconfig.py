@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from guardlink.alarmcentre import DistrictAlarmCentre
 from guardlink.siteconfig import BrokerUrl, SiteInfo, parse_listen
 from guardlink.yamlconfig import ID_HELP, ID_PATTERN, ConfigError, at, compose, node_at, read_text, validation_errors
 
@@ -109,6 +110,9 @@ class DistrictConfig(_Model):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     hotspots: HotspotSettings = Field(default_factory=HotspotSettings)
     registry: RegisterSettings = Field(default_factory=RegisterSettings)
+    alarm_centres: list[DistrictAlarmCentre] = Field(
+        default_factory=list, description="alarm receiving centres the hub forwards the district's alarms and restores to over SIA DC-09"
+    )
 
     @field_validator("broker")
     @classmethod
@@ -176,6 +180,7 @@ def parse_district(text: str, filename: str) -> DistrictConfig:
 
 
 def _cross_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
+    yield from _alarm_centre_references(data)
     communities = data.get("communities")
     if not isinstance(communities, list):
         return
@@ -197,3 +202,26 @@ def _cross_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
                 yield ("communities", i, "sites", j), f"site {site!r} is already in community {placed[site]!r}; a site belongs to one community"
             else:
                 placed[site] = str(cid)
+
+
+def _alarm_centre_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
+    """Centre ids are unique; the sites a centre gives accounts or zones are placed in a community (when the file places any)."""
+    centres, communities = data.get("alarm_centres"), data.get("communities")
+    placed = {site for c in communities if isinstance(c, dict) for site in (c.get("sites") or []) if isinstance(site, str)} if isinstance(communities, list) else set()
+    seen: set[object] = set()
+    for i, centre in enumerate(centres if isinstance(centres, list) else []):
+        if not isinstance(centre, dict):
+            continue
+        if (ident := centre.get("id")) in seen:
+            yield ("alarm_centres", i, "id"), f"duplicate alarm centre id {ident!r}"
+        seen.add(ident)
+        accounts, zones = centre.get("accounts"), centre.get("zones")
+        for site in accounts if isinstance(accounts, dict) and placed else ():
+            if site not in placed:
+                yield ("alarm_centres", i, "accounts", site), f"alarm centre {ident!r} gives an account to site {site!r}, which no community has"
+        for key in zones if isinstance(zones, dict) else ():
+            site, slash, device = str(key).partition("/")
+            if not slash or not site or not device:
+                yield ("alarm_centres", i, "zones", key), f"alarm centre {ident!r} numbers {key!r}: at a district, zones are numbered as <site>/<device>"
+            elif placed and site not in placed:
+                yield ("alarm_centres", i, "zones", key), f"alarm centre {ident!r} numbers a device of site {site!r}, which no community has"

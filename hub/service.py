@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
@@ -15,6 +16,7 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.models import PoliceCommand
 from guardlink.siteconfig import BrokerUrl, parse_listen
 from hub.database import make_engine, migrate
+from hub.forwarding import Forwarding
 from hub.intake import Intake
 from hub.register_publisher import roster_service
 
@@ -46,14 +48,14 @@ def app_for(engine: Engine, config: DistrictConfig, intake: Intake) -> object:
     return create_app(engine=engine, config=config, publish_command=command_publisher(intake), notify=intake.notify)
 
 
-def make_intake(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None) -> Intake:
+def make_intake(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None, on_commit: Callable[[Any], None] | None = None) -> Intake:
     """A hub worker on a NATS cluster for `nats://host:port[,...]` (from `broker`, else the district file), else the one MQTT broker's intake."""
     url = broker if broker is not None else (config.broker if config.broker.startswith("nats://") else None)
     if isinstance(url, str):
         from hub.intake_nats import NatsIntake, parse_servers
 
-        return NatsIntake(config, engine, servers=parse_servers(url))
-    return Intake(config, engine, broker=url)
+        return NatsIntake(config, engine, servers=parse_servers(url), on_commit=on_commit)
+    return Intake(config, engine, broker=url, on_commit=on_commit)
 
 
 async def serve(
@@ -68,7 +70,8 @@ async def serve(
     url = database or config.database_url()
     engine = make_engine(url)
     await asyncio.to_thread(migrate, engine)
-    intake = make_intake(config, engine, broker)
+    forwarding = Forwarding(config, engine) if config.alarm_centres else None  # to alarm receiving centres, by one worker (hub/forwarding.py)
+    intake = make_intake(config, engine, broker, on_commit=forwarding.committed if forwarding else None)
     host, port = parse_listen(listen or config.listen)
     server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=2))  # an open live stream must not hold up a stop
@@ -76,6 +79,7 @@ async def serve(
     rosters = roster_service(config, engine, lambda: intake.client)  # the register's rosters to the sites (hub/register_publisher.py)
     rosters_task = asyncio.create_task(rosters, name="rosters") if rosters is not None else None
     serving = asyncio.create_task(server.serve(), name="http")
+    forwarding_task = asyncio.create_task(forwarding.run(), name="forwarding") if forwarding is not None else None
     try:
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
@@ -85,7 +89,7 @@ async def serve(
             log.info("event=hub_listening url=%s database=%s broker=%s", address, engine.url.render_as_string(hide_password=True), intake.broker)
             if on_listening:
                 on_listening(address)
-        done, _ = await asyncio.wait({serving, intake_task}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({serving, intake_task, *([forwarding_task] if forwarding_task else [])}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()  # an intake or server that stopped by itself says why
     finally:
@@ -95,6 +99,10 @@ async def serve(
         intake_task.cancel()
         if rosters_task is not None:
             rosters_task.cancel()
+        if forwarding_task is not None:
+            forwarding_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await forwarding_task  # its cursors are saved on the way out
         with suppress(asyncio.CancelledError):
             await intake_task
         engine.dispose()

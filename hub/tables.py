@@ -144,3 +144,14 @@ class EvidenceRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+
+
+class ForwardingCursorRow(Base):
+    """How far an alarm receiving centre got (hub/forwarding.py): the last `changes` id done with, its next DC-09 sequence number."""
+
+    __tablename__ = "forwarding_cursors"
+
+    centre: Mapped[str] = mapped_column(String(64), primary_key=True)
+    after: Mapped[int] = mapped_column(ChangeId)
+    sequence: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]

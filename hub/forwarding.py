@@ -1,0 +1,212 @@
+"""The hub forwards the district's alarms and restores to alarm receiving centres over SIA DC-09 (the district file's `alarm_centres`).
+
+The transmitter is the edge's (gateway/dc09_transmitter.py): alarm on an incident's first revision, restore on the one
+that ends it, supervision, ACK / NAK / silence handling. Only its source differs: here the revisions come in the order
+the hub committed them (`changes` ids, documents from `revisions`), and each centre's cursor is a `forwarding_cursors`
+row, so a hub that stops or is killed resends from where the centre's last ACK left it.
+
+One forwarder per district: hub workers sharing a database (hub/intake_nats.py) each run this, but only the one holding
+the forwarding lock sends; the others wait and take over when it goes. PostgreSQL: a session advisory lock on a
+connection of its own (the server drops it when the worker dies or the connection breaks, and the worker, checking its
+connection, stops forwarding at once). SQLite: an flock on `<database>.forwarding.lock` (dropped by the kernel when the
+process dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from gateway.dc09_transmitter import AlarmCentres, CentreLink, Cursor
+from gateway.lock import InUse, ProcessLock
+from guardlink.districtconfig import DistrictConfig
+from guardlink.models import Escalation
+from hub.stream import GapWait
+from hub.tables import ChangeKind, ChangeRow, ForwardingCursorRow, RevisionRow
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often the store is read for revisions other workers committed (this worker's own commits wake it at once)
+GAP_GRACE_S = 5.0  # a `changes` id missing this long is taken as rolled back (PostgreSQL commits ids out of order meanwhile)
+LOCK_RETRY_S = 2.0  # a worker without the forwarding lock tries again this often (and a forwarder checks it still holds it)
+
+
+class StoreSource:
+    """Escalation revisions in the hub's commit order (an AlarmSource): positions are `changes` ids."""
+
+    def __init__(self, engine: Engine, *, poll_s: float = POLL_S, gap_grace_s: float = GAP_GRACE_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.poll_s = poll_s
+        self.gaps = GapWait(grace_s=gap_grace_s)
+        self.clock = clock
+        self._watchers: list[asyncio.Event] = []
+
+    def watch(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
+
+    def wake(self) -> None:
+        """Something was committed: readers look again."""
+        for event in self._watchers:
+            event.set()
+
+    async def poll(self) -> None:
+        """Wake readers every `poll_s`, for what other workers commit and for ids held back by a gap."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            self.wake()
+
+    async def newest(self) -> int:
+        def newest() -> int:
+            with Session(self.engine) as db:
+                return db.scalar(select(func.max(ChangeRow.id))) or 0
+
+        return await asyncio.to_thread(newest)
+
+    async def read_after(self, position: int, limit: int) -> list[tuple[int, Escalation | None]]:
+        return await asyncio.to_thread(self._read_after, position, limit)
+
+    def _read_after(self, position: int, limit: int) -> list[tuple[int, Escalation | None]]:
+        with Session(self.engine) as db:
+            rows = db.execute(
+                select(ChangeRow.id, ChangeRow.kind, ChangeRow.key, ChangeRow.payload).where(ChangeRow.id > position).order_by(ChangeRow.id).limit(limit)
+            ).all()
+            rows = rows[: self.gaps.deliverable(position, [row.id for row in rows], self.clock())]
+            wanted = {(row.key, row.payload["revision"]): row.id for row in rows if row.kind == ChangeKind.ESCALATION}
+            documents: dict[int, dict[str, Any]] = {}
+            if wanted:
+                found = db.execute(
+                    select(RevisionRow.escalation_id, RevisionRow.revision, RevisionRow.document)
+                    .where(RevisionRow.escalation_id.in_({key for key, _ in wanted}), RevisionRow.revision.in_({number for _, number in wanted}))
+                )
+                documents = {wanted[(key, number)]: document for key, number, document in found if (key, number) in wanted}
+        entries: list[tuple[int, Escalation | None]] = [(change, Escalation.model_validate(documents[change])) for change in sorted(documents)]
+        if rows and (not entries or entries[-1][0] != rows[-1].id):
+            entries.append((rows[-1].id, None))  # the cursor moves past site and guard changes too
+        return entries
+
+    async def load_cursor(self, centre: str) -> Cursor | None:
+        def load() -> Cursor | None:
+            with Session(self.engine) as db:
+                row = db.get(ForwardingCursorRow, centre)
+                return None if row is None else Cursor(row.after, row.sequence)
+
+        return await asyncio.to_thread(load)
+
+    async def save_cursor(self, centre: str, cursor: Cursor) -> None:
+        def save() -> None:
+            with Session(self.engine) as db, db.begin():
+                db.merge(ForwardingCursorRow(centre=centre, after=cursor.after, sequence=cursor.sequence, updated_at=datetime.now(timezone.utc)))
+
+        await asyncio.to_thread(save)
+
+
+class LockLost(Exception):
+    """The forwarding lock's connection broke: another worker may forward now."""
+
+
+class ForwardingLock:
+    """The district's one forwarder: a PostgreSQL session advisory lock, else an flock next to the SQLite file."""
+
+    def __init__(self, engine: Engine, district: str) -> None:
+        self.engine = engine
+        self.key = f"guardlink-forwarding-{district}"
+        self._connection: Connection | None = None
+        database = engine.url.database
+        sqlite_file = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        self._file = ProcessLock(Path(f"{database}.forwarding")) if sqlite_file else None
+
+    def acquire(self) -> bool:
+        """Take the lock if no other worker holds it (blocking I/O: call off the loop)."""
+        if self.engine.dialect.name == "postgresql":
+            connection = self.engine.connect()
+            held = bool(connection.scalar(text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": self.key}))
+            connection.commit()  # a session lock outlives the transaction
+            if held:
+                self._connection = connection
+            else:
+                connection.close()
+            return held
+        if self._file is not None:
+            try:
+                self._file.acquire()
+            except InUse:
+                return False
+        return True
+
+    def check(self) -> None:
+        """LockLost when the lock's connection no longer works (the server released the lock with it)."""
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT 1"))
+                self._connection.commit()
+            except Exception as exc:
+                raise LockLost(f"the forwarding lock's connection broke: {exc}") from exc
+
+    def release(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()  # the session ends: PostgreSQL lets go of its advisory locks
+            except Exception:
+                pass
+            self._connection = None
+        if self._file is not None:
+            self._file.release()
+
+
+class Forwarding:
+    """The district file's alarm centres, fed from the hub's store by whichever worker holds the forwarding lock."""
+
+    def __init__(self, config: DistrictConfig, engine: Engine, *, clock: Callable[[], float] = time.time, poll_s: float = POLL_S) -> None:
+        self.source = StoreSource(engine, poll_s=poll_s)
+        self.centres = AlarmCentres([CentreLink(centre, self.source, zones=dict(centre.zones), users={}, clock=clock) for centre in config.alarm_centres])
+        self.lock = ForwardingLock(engine, config.district.id)
+        self.forwarding = False
+
+    def committed(self, *_: object) -> None:
+        """Called after each of this worker's commits: forward at once rather than at the next poll."""
+        self.source.wake()
+
+    def status(self) -> dict[str, object]:
+        return {"forwarding": self.forwarding, "centres": self.centres.status()}
+
+    async def run(self) -> None:
+        """Forward until cancelled, while this worker holds the lock; KeyUnavailable at once when a centre's key cannot be read."""
+        for link in self.centres.links:
+            link.centre.secret_key()
+        waiting_logged = False
+        while True:
+            if not await asyncio.to_thread(self.lock.acquire):
+                if not waiting_logged:
+                    log.info("event=forwarding_standby reason=%r", "another hub worker forwards to the alarm centres")
+                    waiting_logged = True
+                await asyncio.sleep(LOCK_RETRY_S)
+                continue
+            waiting_logged = False
+            try:
+                await self.centres.open()
+                log.info("event=forwarding_started centres=%s", ",".join(str(link.centre) for link in self.centres.links))
+                self.forwarding = True
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self.source.poll())
+                    tasks.create_task(self.centres.run())
+                    tasks.create_task(self._keep_checking())
+            except* LockLost as lost:
+                log.error("event=forwarding_stopped reason=%r", str(lost.exceptions[0]))
+            finally:
+                self.forwarding = False
+                await asyncio.to_thread(self.lock.release)
+
+    async def _keep_checking(self) -> None:
+        while True:
+            await asyncio.sleep(LOCK_RETRY_S)
+            await asyncio.to_thread(self.lock.check)
