@@ -34,7 +34,7 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from bench.hub import HUB_BROKER_SETTINGS
-from bench.latency import percentile
+from bench.latency import Consumer, percentile
 from bench.servers import running_mosquitto, stop_process
 from device_drivers.registry import DRIVERS
 from device_drivers.simulators import SiteSimulator
@@ -179,29 +179,18 @@ def open_incident(site: str, n: int, rng: random.Random) -> Escalation:
     )
 
 
-class BrokerWatch:
-    """A raw subscriber on the school's escalations topic: when each escalation's first revision left the edge (time.time())."""
+class BrokerWatch(Consumer):
+    """The school's escalations on the district broker: when each escalation's first revision left the edge (time.time())."""
 
     def __init__(self, broker: BrokerUrl, site: str) -> None:
         self.first: dict[str, float] = {}
-        subscribed = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-watch-{uuid7()[-8:]}")
-        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.police_escalations(DISTRICT, site), qos=1)
-        self._client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-        self._client.on_message = self._arrived
-        self._client.connect(broker.host, broker.port)
-        self._client.loop_start()
-        if not subscribed.wait(10):
-            raise RuntimeError("could not watch the school's escalations")
+        super().__init__(broker, topics.police_escalations(DISTRICT, site))
 
     def _arrived(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         doc = json.loads(message.payload)
         if doc.get("revision") == 1:
             self.first.setdefault(doc["id"], time.time())
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        super()._arrived(client, userdata, message)
 
 
 class StreamWatch:
