@@ -190,7 +190,10 @@ async def running_edge(
         yield node
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        done, _ = await asyncio.wait({task}, timeout=20)
+        if not done:  # a part that swallows its cancellation: say which, rather than hang the suite
+            stacks = "\n".join(f"{t.get_name()}: {t.get_stack(limit=3)}" for t in asyncio.all_tasks() if not t.done())
+            raise AssertionError(f"the edge did not stop within 20 s of being cancelled; tasks still running:\n{stacks}")
 
 
 @pytest.fixture
