@@ -240,7 +240,7 @@ def _latency(district_file: Path, sites: list[SimulatedSite], rate: float, secon
             if pause > 0:
                 time.sleep(pause)  # pacing the publisher
         deadline = time.monotonic() + 30
-        while sum(len(s.receipted_at) for s in sites) < total and time.monotonic() < deadline:
+        while not published.keys() <= set().union(*(s.receipted() for s in sites)) and time.monotonic() < deadline:
             time.sleep(0.01)
         stop.set()
         committed = dict(results.get(timeout=30))

@@ -13,10 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -46,6 +47,7 @@ class Writer:
         self._pending: list[_Pending] = []
         self._wake = threading.Condition()
         self._stopping = False
+        self._connection: Connection | None = None  # kept between commits: a checkout would ping the database first
         self._thread = threading.Thread(target=self._run, name="hub-writer", daemon=True)
 
     def start(self) -> None:
@@ -70,19 +72,23 @@ class Writer:
                 self._wake.wait()
             if self._stopping:
                 return None
-            taken, size = [], 0
+            taken: list[_Pending] = []
+            size = 0
             while self._pending and (not taken or size + len(self._pending[0].items) <= self.max_items):
                 size += len(self._pending[0].items)
                 taken.append(self._pending.pop(0))
             return taken
 
     def _run(self) -> None:
-        while (taken := self._take()) is not None:
-            results = self._commit_until_done(taken)
-            if results is None:
-                return
-            for pending, stored in zip(taken, results, strict=True):
-                self.loop.call_soon_threadsafe(pending.done, stored)
+        try:
+            while (taken := self._take()) is not None:
+                results = self._commit_until_done(taken)
+                if results is None:
+                    return
+                for pending, stored in zip(taken, results, strict=True):
+                    self.loop.call_soon_threadsafe(pending.done, stored)
+        finally:
+            self._disconnect()
 
     def _commit_until_done(self, taken: list[_Pending]) -> list[Stored] | None:
         delay = 0.05
@@ -90,6 +96,7 @@ class Writer:
             try:
                 return self._commit(taken)
             except OperationalError as exc:  # the database is unreachable or busy: nothing was committed, try again
+                self._disconnect()  # the next attempt takes a connection from the pool, checked first
                 self.retries += 1
                 log.warning("event=commit_retry error=%r retry_in_s=%.2f", str(exc.orig or exc)[:200], delay)
                 with self._wake:
@@ -109,10 +116,18 @@ class Writer:
         return _split(stored, taken)
 
     def _transaction(self, items: list[Item]) -> Stored:
-        with Session(self.engine) as session, session.begin():
+        if self._connection is None:
+            self._connection = self.engine.connect()
+        with Session(bind=self._connection) as session, session.begin():
             stored = store(session, items, datetime.now(timezone.utc))
         self.commits += 1
         return stored
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            with suppress(SQLAlchemyError):  # a broken connection is discarded by the pool
+                self._connection.close()
+            self._connection = None
 
     def _one_by_one(self, items: list[Item]) -> Stored:
         total = Stored()
