@@ -63,6 +63,7 @@ class FleetCounts:
     messages: int = 0
     revisions: int = 0
     resent: int = 0
+    seconds: float = 0.0  # how long the traffic was sent
     published_at: dict[tuple[str, int], float] = field(default_factory=dict)  # first publish (time.time())
     receipted_at: dict[tuple[str, int], float] = field(default_factory=dict)  # first receipt
 
@@ -155,6 +156,14 @@ class Fleet:
         self.counts.resent += len(due)
         return len(due)
 
+    def wait_receipted(self, timeout_s: float) -> bool:
+        """Until every revision has its receipt (resending the late ones), or `timeout_s`; whether they all have."""
+        deadline = time.monotonic() + timeout_s
+        while self.unreceipted() and time.monotonic() < deadline:
+            self.resend_overdue()
+            time.sleep(0.05)
+        return not self.unreceipted()
+
     def unreceipted(self) -> int:
         with self._lock:
             return len(self._unreceipted)
@@ -186,8 +195,8 @@ def guards_report(site: str, guards: int, at: float) -> GuardsReport:
     ])
 
 
-def run_city(fleet: Fleet, plan: CityPlan, seconds: float, *, stop: threading.Event | None = None) -> FleetCounts:
-    """Send the plan's traffic for `seconds` (heartbeats and reports spread evenly over their periods), then wait for receipts."""
+def run_city(fleet: Fleet, plan: CityPlan, seconds: float, *, max_messages: int | None = None, stop: threading.Event | None = None) -> FleetCounts:
+    """Send the plan's traffic for `seconds` or until `max_messages` (heartbeats and reports spread evenly over their periods)."""
     stop = stop or threading.Event()
     rng = random.Random(7)
     start = time.time()
@@ -205,7 +214,7 @@ def run_city(fleet: Fleet, plan: CityPlan, seconds: float, *, stop: threading.Ev
         at += rng.expovariate(city_rate)
     heapq.heapify(timetable)
     next_resend = start + 1.0
-    while timetable and not stop.is_set():
+    while timetable and not stop.is_set() and (max_messages is None or fleet.counts.messages < max_messages):
         when, what, site, number = timetable[0]
         if when >= start + seconds + plan.revisions_per_incident * plan.revision_every_s:
             break
@@ -226,4 +235,5 @@ def run_city(fleet: Fleet, plan: CityPlan, seconds: float, *, stop: threading.Ev
         if time.time() >= next_resend:
             fleet.resend_overdue()
             next_resend = time.time() + 1.0
+    fleet.counts.seconds = time.time() - start
     return fleet.counts

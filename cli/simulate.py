@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "with a panic press every --press-every seconds. With --devices N and/or --rate R: a load run, every device "
         "(the site's own, then generated ones of every family) sending its everyday traffic, R messages a second in all.",
     )
-    simulate.add_argument("--site", type=Path, required=True, help="site file")
+    simulate.add_argument("--site", type=Path, default=None, help="site file (needed unless `simulate city`)")
     simulate.add_argument("--broker", type=broker_url, default=None, help="site broker mqtt://host:port (default: from the site file)")
     simulate.add_argument("--duration", type=duration, default=None, help="seconds to run (default: until Ctrl-C)")
     simulate.add_argument("--press-every", type=seconds, default=3.0, help="mean seconds between panic presses")
@@ -35,9 +35,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--public-key", type=Path, default=None, metavar="FILE",
                           help="site-signing.pub: native devices then verify, apply and report pushed configurations")
     simulate.set_defaults(run=run)
+    from cli import simulate_city
+
+    simulate_city.register(simulate)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.site is None:
+        print("guardlink simulate: --site SITE.yaml is needed (or `guardlink simulate city --sites N ...`)", file=sys.stderr)
+        return 2
     from device_drivers.simulators import GuardHabits, SiteSimulator, with_simulated_devices
     from gateway.connection import threaded_client
 

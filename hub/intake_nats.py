@@ -168,8 +168,11 @@ class NatsIntake(Intake):
             stream = connection.jetstream(timeout=5)
             subscriptions = {kind: await self._consumer(stream, kind) for kind in KINDS}
             await asyncio.to_thread(self._prime_monitor)
-            self._writer = Writer(self.engine, asyncio.get_running_loop(), max_items=self.config.settings.commit_batch, clock=self.clock)
+            loop = asyncio.get_running_loop()
+            # Escalations commit on their own writer (thread, connection): a panic never waits behind a batch of heartbeats.
+            self._writer, self._escalations_writer = (Writer(self.engine, loop, max_items=self.config.settings.commit_batch, clock=self.clock) for _ in range(2))
             self._writer.start()
+            self._escalations_writer.start()
             self.client = JetStreamLink(connection, stream)
             self.ready.set()
             log.info("event=intake_subscribed district=%s broker=nats consumers=%s", self.district, ",".join(consumer_name(self.district, k) for k in KINDS))
@@ -181,7 +184,7 @@ class NatsIntake(Intake):
                         tasks.create_task(self._pull(kind, subscription))
             finally:
                 self.client = None
-                await asyncio.to_thread(self._writer.stop)
+                await asyncio.gather(asyncio.to_thread(self._writer.stop), asyncio.to_thread(self._escalations_writer.stop))
         finally:
             await connection.close()
 
@@ -254,7 +257,8 @@ class NatsIntake(Intake):
             items = [self._contained(delivery) for delivery in batch]  # type: ignore[arg-type]
             held = tuple(batch)
             self._holding.add(held)
-            self._writer.submit([i for i in items if i is not None], lambda stored, b=batch, h=held: self._done(slots, b, h, stored))
+            writer = self._escalations_writer if kind == "escalations" else self._writer
+            writer.submit([i for i in items if i is not None], lambda stored, b=batch, h=held: self._done(slots, b, h, stored))
 
     def _done(self, slots: asyncio.Semaphore, batch: list[Delivery], held: tuple[Delivery, ...], stored: Stored) -> None:
         slots.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from bench.city import Fleet, escalation, site_name
 from bench.servers import NatsCluster, Postgres, running_nats_cluster, stop_process
 from hub.database import make_engine, migrate
-from hub.tables import EscalationRow, RejectionRow, RevisionRow
+from hub.tables import EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
 
 DISTRICT = "city"
 SITES = [site_name(n) for n in range(50)]
@@ -156,3 +157,24 @@ def test_a_second_worker_on_sqlite_is_refused(cluster: NatsCluster, workers: Wor
     second = workers.start("two", "--database", sqlite, wait=False)
     assert second.wait(30) == 2
     assert "SQLite, which takes one worker" in workers.log("two")
+
+
+def test_simulated_city_is_stored_and_receipted(cluster: NatsCluster, workers: Workers, postgres: Postgres):
+    workers.start("a")
+    mqtt = ",".join(f"127.0.0.1:{cluster.ports[name]['mqtt']}" for name in cluster.names)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "simulate", "city", "--sites", "50", "--guards-per-site", "3", "--district", DISTRICT, "--broker", f"mqtt://{mqtt}",
+         "--connections", "4", "--seconds", "4", "--heartbeat-s", "2", "--guards-every-s", "2", "--incidents-per-hour", "720"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sent, receipted = (int(word) for word in re.search(r"(\d+) escalation revisions, (\d+) receipted", done.stdout).groups())
+    assert sent > 0 and receipted == sent, done.stdout
+    engine = make_engine(postgres.url)
+    try:
+        with Session(engine) as session:
+            wait_for(lambda: session.scalar(select(func.count()).select_from(GuardRow)) == 50 * 3, 20, "every site's guards stored")
+            assert session.scalar(select(func.count()).select_from(SiteRow).where(SiteRow.online)) == 50
+            assert session.scalar(select(func.count()).select_from(RevisionRow)) == sent
+    finally:
+        engine.dispose()
