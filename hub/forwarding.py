@@ -5,6 +5,13 @@ that ends it, supervision, ACK / NAK / silence handling. Only its source differs
 the hub committed them (`changes` ids, documents from `revisions`), and each centre's cursor is a `forwarding_cursors`
 row, so a hub that stops or is killed resends from where the centre's last ACK left it.
 
+Commit order: on SQLite ids are handed out inside the one write transaction, so they commit in order. PostgreSQL hands them
+out before commit, so a hole (an id missing while later ones are committed) may still fill. A hole is waited for until
+every transaction that was running when it was first seen has ended (the snapshot's xmin passes the xmax seen then): the
+transaction holding the id had written its revision rows before it took the id, so it was one of them; what it
+committed is then visible, and what is still missing was rolled back (or deleted) and is passed over. Nothing committed
+is skipped, however long its transaction took.
+
 One forwarder per district: hub workers sharing a database (hub/intake_nats.py) each run this, but only the one holding
 the forwarding lock sends; the others wait and take over when it goes. PostgreSQL: a session advisory lock on a
 connection of its own (the server drops it when the worker dies or the connection breaks, and the worker, checking its
@@ -29,25 +36,22 @@ from gateway.dc09_transmitter import AlarmCentres, CentreLink, Cursor
 from gateway.lock import InUse, ProcessLock
 from guardlink.districtconfig import DistrictConfig
 from guardlink.models import Escalation
-from hub.stream import GapWait
 from hub.tables import ChangeKind, ChangeRow, ForwardingCursorRow, RevisionRow
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often the store is read for revisions other workers committed (this worker's own commits wake it at once)
-GAP_GRACE_S = 5.0  # a `changes` id missing this long is taken as rolled back (PostgreSQL commits ids out of order meanwhile)
 LOCK_RETRY_S = 2.0  # a worker without the forwarding lock tries again this often (and a forwarder checks it still holds it)
 
 
 class StoreSource:
     """Escalation revisions in the hub's commit order (an AlarmSource): positions are `changes` ids."""
 
-    def __init__(self, engine: Engine, *, poll_s: float = POLL_S, gap_grace_s: float = GAP_GRACE_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: Engine, *, poll_s: float = POLL_S) -> None:
         self.engine = engine
         self.poll_s = poll_s
-        self.gaps = GapWait(grace_s=gap_grace_s)
-        self.clock = clock
         self._watchers: list[asyncio.Event] = []
+        self._holes: dict[int, tuple[int, int]] = {}  # first missing id -> (the next id present, the snapshot xmax) when first seen
 
     def watch(self) -> asyncio.Event:
         event = asyncio.Event()
@@ -77,10 +81,13 @@ class StoreSource:
 
     def _read_after(self, position: int, limit: int) -> list[tuple[int, Escalation | None]]:
         with Session(self.engine) as db:
+            postgres = db.get_bind().dialect.name == "postgresql"
+            # Read before the rows, so that they hold whatever the transactions that ended by then committed.
+            settled = (_snapshot(db, "xmin") if self._holes else 0) if postgres else None
             rows = db.execute(
                 select(ChangeRow.id, ChangeRow.kind, ChangeRow.key, ChangeRow.payload).where(ChangeRow.id > position).order_by(ChangeRow.id).limit(limit)
             ).all()
-            rows = rows[: self.gaps.deliverable(position, [row.id for row in rows], self.clock())]
+            rows = rows[: self._in_order(db, position, [row.id for row in rows], settled)]
             wanted = {(row.key, row.payload["revision"]): row.id for row in rows if row.kind == ChangeKind.ESCALATION}
             documents: dict[int, dict[str, Any]] = {}
             if wanted:
@@ -93,6 +100,23 @@ class StoreSource:
         if rows and (not entries or entries[-1][0] != rows[-1].id):
             entries.append((rows[-1].id, None))  # the cursor moves past site and guard changes too
         return entries
+
+    def _in_order(self, db: Session, position: int, ids: list[int], settled: int | None) -> int:
+        """How many of `ids` (ascending, all > position) may go now; `settled`: the snapshot xmin read before them, None on SQLite."""
+        count, upto = 0, position
+        for change in ids:
+            if change != upto + 1 and settled is not None:
+                hole = self._holes.get(upto + 1)
+                if hole is None or change > hole[0]:
+                    self._holes[upto + 1] = (change, _snapshot(db, "xmax"))
+                    break
+                if settled < hole[1]:
+                    break  # a transaction that may hold the missing ids is still running
+                log.warning("event=forwarding_ids_passed first=%d last=%d reason=%r", upto + 1, change - 1, "never committed")
+            self._holes.pop(upto + 1, None)
+            upto = change
+            count += 1
+        return count
 
     async def load_cursor(self, centre: str) -> Cursor | None:
         def load() -> Cursor | None:
@@ -108,6 +132,11 @@ class StoreSource:
                 db.merge(ForwardingCursorRow(centre=centre, after=cursor.after, sequence=cursor.sequence, updated_at=datetime.now(timezone.utc)))
 
         await asyncio.to_thread(save)
+
+
+def _snapshot(db: Session, bound: str) -> int:
+    """PostgreSQL's current snapshot xmin (oldest transaction still running) or xmax (first not yet started)."""
+    return int(db.scalar(text(f"SELECT pg_snapshot_{bound}(pg_current_snapshot())::text::bigint")))
 
 
 class LockLost(Exception):

@@ -22,6 +22,7 @@ from guardlink.alarmcentre import AlarmCentre
 from guardlink.districtconfig import parse_district
 from guardlink.models import EscalationStatus
 from guardlink.siteconfig import Metrics
+from guardlink.yamlconfig import ConfigError
 from hub.database import make_engine, migrate
 from hub.forwarding import Forwarding
 from hub.service import serve
@@ -143,6 +144,68 @@ async def test_only_one_worker_forwards_and_another_takes_over_where_it_stopped(
         engine.dispose()
     assert [e.sequence for e in receiver.events] == ["0001", "0002", "0003", "0004", "0005"], "each once, in order, across the handover"
     assert second.centres.status()["arc"]["acked"] == 2
+
+
+async def test_a_hole_in_the_commit_order_is_waited_for_until_its_transaction_ends(postgres, tmp_path):
+    engine = make_engine(postgres.url)
+    await asyncio.to_thread(migrate, engine)
+
+    def stored(db: Session, *numbers: int) -> None:
+        now = datetime.now(timezone.utc)
+        store(db, [Revision(revision("s1", f"esc-{n}", 1, n), "c1", now) for n in numbers], now)
+
+    def commit(*numbers: int) -> None:
+        with Session(engine) as db, db.begin():
+            stored(db, *numbers)
+
+    try:
+        async with sia_receiver("tcp", {ACCOUNTS["s1"]: None}) as receiver:
+            forwarding = Forwarding(parse_district(district("mqtt://127.0.0.1:1", postgres.url, receiver.port, key=None), "d.yaml"), engine, poll_s=0.05)
+            task = asyncio.create_task(forwarding.run())
+            await wait_until(lambda: forwarding.forwarding, 10, "the forwarder")
+            slow, rolled_back = Session(engine), Session(engine)
+            slow.begin()
+            await asyncio.to_thread(stored, slow, 1)  # takes the first id, commits last
+            rolled_back.begin()
+            await asyncio.to_thread(stored, rolled_back, 2)
+            await asyncio.to_thread(commit, 3)
+            await asyncio.sleep(1.0)
+            assert receiver.events == [], "nothing goes past an id a running transaction may still commit"
+            await asyncio.to_thread(rolled_back.rollback)
+            await asyncio.sleep(0.5)
+            assert receiver.events == [], "the first id is still held"
+            await asyncio.to_thread(slow.commit)
+            await wait_until(lambda: len(receiver.events) >= 2, 10, "the slow revision, then the one behind it")
+            await asyncio.sleep(0.3)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            slow.close()
+            rolled_back.close()
+    finally:
+        engine.dispose()
+    assert [e.sequence for e in receiver.events] == ["0001", "0002"], "esc-1 and esc-3 once each; esc-2 was rolled back"
+
+
+def test_district_alarm_centres_are_checked_with_file_line_and_column():
+    text = district_yaml("mqtt://127.0.0.1:1883", "sqlite:///hub.db", SITES) + """alarm_centres:
+  - id: arc
+    host: arc.example
+    port: 12000
+    account: "9000"
+    accounts: {s1: "9001", s9: "9009"}
+    zones: {s1/btn-1: 5, btn-2: 6}
+  - {id: arc, host: h, port: 1, account: "XYZ"}
+"""
+    with pytest.raises(ConfigError) as bad:
+        parse_district(text, "d.yaml")
+    assert bad.value.messages == [
+        "d.yaml:12:32: alarm centre 'arc' gives an account to site 's9', which no community has",
+        "d.yaml:13:33: alarm centre 'arc' numbers 'btn-2': at a district, zones are numbered as <site>/<device>",
+        "d.yaml:14:10: duplicate alarm centre id 'arc'",
+        "d.yaml:14:42: alarm_centres.1.account: 'XYZ' is not 3-16 hex digits (DC-09 account numbers are hex); quote it in YAML",
+    ]
+    good = parse_district(text.replace(', s9: "9009"', "").replace(", btn-2: 6", "").replace('id: arc, host: h, port: 1, account: "XYZ"', 'id: arc-2, host: h, port: 1, account: "123"'), "d.yaml")
+    assert [c.account_for("s1") for c in good.alarm_centres] == ["9001", "123"] and good.alarm_centres[0].account_for("s2") == "9000"
 
 
 async def test_the_edge_status_and_metrics_show_each_alarm_centre(school, mosquitto, police_mosquitto, tmp_path):
