@@ -337,7 +337,7 @@ class _NodeState:
             yield GaugeMetricFamily("guardlink_telemetry_buffered", "Telemetry points waiting for InfluxDB", value=stats.buffered + stats.in_flight)
 
     def _alarm_centres(self) -> Iterator[Metric]:
-        families = {  # status() key -> the family it feeds
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {  # status() key -> the family it feeds
             "sent": CounterMetricFamily("guardlink_dc09_sent", "DC-09 messages written to an alarm centre, tries again included", labels=["centre"]),
             "acked": CounterMetricFamily("guardlink_dc09_acked", "Alarms and restores an alarm centre acknowledged", labels=["centre"]),
             "retries": CounterMetricFamily("guardlink_dc09_retries", "DC-09 messages sent again after silence, a NAK or a broken connection", labels=["centre"]),
@@ -347,7 +347,8 @@ class _NodeState:
         }
         for centre, status in self.monitor.node.alarm_centres.status().items():
             for key, family in families.items():
-                family.add_metric([centre], float(status[key]))  # type: ignore[arg-type]
+                reading = status[key]
+                family.add_metric([centre], float(reading) if isinstance(reading, (int, float)) else 0.0)
         yield from families.values()
 
     def _cameras(self) -> Iterator[Metric]:

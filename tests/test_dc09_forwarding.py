@@ -7,11 +7,12 @@ import asyncio
 import logging
 import signal
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from test_dc09 import ACCOUNT, KEY_256, _free_port
+from test_telemetry_metrics import scrape, value
 
 from bench.dc09 import sia_receiver
 from bench.hub import HUB_BROKER_SETTINGS, SimulatedSite, district_yaml, revision
@@ -30,8 +31,6 @@ from hub.store import Revision, store
 from hub.tables import RevisionRow
 
 from conftest import running_edge, running_mosquitto, wait_until
-from test_dc09 import ACCOUNT, KEY_256, _free_port
-from test_telemetry_metrics import scrape, value
 
 pytest.importorskip("pysiaalarm")
 
