@@ -109,10 +109,13 @@ def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Re
         return [_board_row(row, document) for row, document in rows]
 
     @router.get("/api/console/snapshot", response_model=Snapshot, tags=["console"])
-    def snapshot(who: Principal = asking) -> Snapshot:
+    def snapshot(request: Request, who: Principal = asking) -> Snapshot:
         """Every open incident the user may see, as board rows, and the change id they were read after."""
+        feed = request.app.state.feed
         with Session(engine) as db:
-            after = db.scalar(select(func.max(ChangeRow.id))) or 0  # read first: whatever commits later comes on the stream
+            # Read first, so whatever commits later comes on the stream. The live feed's position, not the newest id: on
+            # PostgreSQL a lower id can still be committing, and the feed has not passed it yet.
+            after = feed.upto if feed.started.is_set() else db.scalar(select(func.max(ChangeRow.id))) or 0
             return Snapshot(after=after, incidents=board_rows(db, who, None))
 
     @router.get("/api/console/incidents", response_model=list[BoardRow], tags=["console"])
