@@ -63,11 +63,10 @@ class AlarmCentre(BaseModel):
     @field_validator("account", "receiver", "line", mode="before")
     @classmethod
     def _hex_number(cls, value: object, info: ValidationInfo) -> object:
-        shortest, longest = (3, 16) if info.field_name == "account" else (1, 6)
         if isinstance(value, int):  # YAML reads 0123 as octal 83: the digits must be kept as written
             raise ValueError(f"write the {info.field_name} number in quotes, e.g. \"{value}\" (it is hex digits, not a number)")
-        if isinstance(value, str) and not re.fullmatch(f"[0-9A-Fa-f]{{{shortest},{longest}}}", value):
-            raise ValueError(f"{value!r} is not {shortest}-{longest} hex digits (DC-09 {info.field_name} numbers are hex); quote it in YAML")
+        if isinstance(value, str):
+            check_hex_number(value, str(info.field_name), *((3, 16) if info.field_name == "account" else (1, 6)))
         return value
 
     @field_validator("key")
@@ -136,12 +135,20 @@ class DistrictAlarmCentre(AlarmCentre):
     @classmethod
     def _hex_accounts(cls, accounts: dict[str, str]) -> dict[str, str]:
         for site, account in accounts.items():
-            if not re.fullmatch("[0-9A-Fa-f]{3,16}", account):
-                raise ValueError(f"account of site {site!r} is {account!r}, not 3-16 hex digits (DC-09 account numbers are hex); quote it in YAML")
+            try:
+                check_hex_number(account, "account", 3, 16)
+            except ValueError as exc:
+                raise ValueError(f"site {site!r}: {exc}") from None
         return accounts
 
     def account_for(self, site: str) -> str:
         return self.accounts.get(site, self.account)
+
+
+def check_hex_number(value: str, name: str, shortest: int, longest: int) -> None:
+    """ValueError unless `value` is a DC-09 number (account, receiver, line: `name`) of `shortest` to `longest` hex digits."""
+    if not re.fullmatch(f"[0-9A-Fa-f]{{{shortest},{longest}}}", value):
+        raise ValueError(f"{value!r} is not {shortest}-{longest} hex digits (DC-09 {name} numbers are hex); quote it in YAML")
 
 
 def check_key(text: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -276,19 +277,25 @@ alarm_centres:
             edge.kill_9()
             assert "event=dc09_retry" in (tmp_path / "edge.log").read_text(), "the edge was trying the (absent) receiver when killed"
 
-            async def receive() -> list:
-                async with sia_receiver("tcp", {ACCOUNT: KEY_256}, port) as receiver:
-                    await asyncio.to_thread(edge.start)
-                    await wait_until(lambda: len(receiver.events) >= 20, 30, "20 alarms after the restart")
-                    await asyncio.sleep(1.0)  # a repeat would come right behind
-                    return receiver.events
-
-            events = asyncio.run(receive())
+            events = received_after_restart(edge.start, port, {ACCOUNT: KEY_256}, 20)
         finally:
             wearable.close()
             edge.stop()
     assert [(e.event_qualifier, e.event_type, e.code) for e in events] == [("1", "101", "QA")] * 20
     assert [e.sequence for e in events] == [f"{n:04d}" for n in range(1, 21)], "each alarm exactly once, in order"
+
+
+def received_after_restart(start: Callable[[], object], port: int, accounts: dict[str, str | None], count: int) -> list:
+    """A receiver on `port`, then `start()` (a transmitter restarting): the events, once `count` came and a repeat had time to follow."""
+
+    async def receive() -> list:
+        async with sia_receiver("tcp", accounts, port) as receiver:
+            await asyncio.to_thread(start)
+            await wait_until(lambda: len(receiver.events) >= count, 30, f"{count} alarms after the restart")
+            await asyncio.sleep(1.0)  # a repeat would come right behind
+            return receiver.events
+
+    return asyncio.run(receive())
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from test_dc09 import ACCOUNT, KEY_256, _free_port
+from test_dc09 import ACCOUNT, KEY_256, _free_port, received_after_restart
 from test_telemetry_metrics import scrape, value
 
 from bench.dc09 import sia_receiver
@@ -95,14 +95,8 @@ def test_hub_killed_with_unsent_alarms_delivers_each_exactly_once_after_restart(
             hub.send_signal(signal.SIGKILL)
             hub.wait()
 
-            async def receive() -> list:
-                async with sia_receiver("tcp", {ACCOUNTS["s1"]: KEY_256, ACCOUNTS["s2"]: KEY_256}, port) as receiver:
-                    await asyncio.to_thread(bench_start_hub, district_file, log, lambda args, log: spawn(*args, stderr_path=log))
-                    await wait_until(lambda: len(receiver.events) >= 20, 30, "20 alarms after the restart")
-                    await asyncio.sleep(1.0)  # a repeat would come right behind
-                    return receiver.events
-
-            events = asyncio.run(receive())
+            events = received_after_restart(lambda: bench_start_hub(district_file, log, lambda args, log: spawn(*args, stderr_path=log)),
+                                            port, {ACCOUNTS["s1"]: KEY_256, ACCOUNTS["s2"]: KEY_256}, 20)
         finally:
             for site in sites:
                 site.close()
