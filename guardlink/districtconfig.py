@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guardlink.alarmcentre import DistrictAlarmCentre
-from guardlink.siteconfig import BrokerUrl, SiteInfo, parse_listen
+from guardlink.siteconfig import BrokerUrl, Shifts, SiteInfo, parse_listen
 from guardlink.yamlconfig import ID_HELP, ID_PATTERN, ConfigError, at, compose, node_at, read_text, validation_errors
 
 
@@ -92,6 +92,41 @@ class HotspotSettings(_Model):
     cell_m: float = Field(default=150, ge=25, le=5000, description="side of a hotspot grid cell, in metres")
 
 
+class PatrolPoint(_Model):
+    """A grid patrol point, anchored on a police office or workstation: a check-in counts inside its radius."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1)
+    anchor: Literal["police_office", "workstation", "other"] = Field(default="workstation", description="what the point is anchored on")
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: float = Field(default=50, gt=0, le=5000, description="a guard inside this circle for `patrol.dwell_s` has checked in")
+    qr: str | None = Field(default=None, min_length=8, max_length=100, description="the secret printed in the checkpoint's QR code (GLCP:<id>:<qr>); none: no QR check-in")
+    community: str | None = Field(default=None, description="the community whose chief hears of late or missed check-ins")
+
+
+class PatrolRoute(_Model):
+    """Points to visit in each of the route's time windows (district local time)."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1)
+    points: list[str] = Field(min_length=1, description="ids of patrol points")
+    windows: Shifts = Field(min_length=1, description="when, as guard shifts: ['daily 20:00-22:00']")
+
+
+class PatrolSettings(_Model):
+    """Patrol points, routes and how check-ins are judged (hub/checkins.py)."""
+
+    dwell_s: float = Field(default=60, ge=0, le=3600, description="a guard's reported position inside a point's radius this long is a check-in")
+    late_s: float = Field(default=600, ge=0, le=86400, description="a check-in this long after a window ended is late; none by then is missed")
+    check_every_s: float = Field(default=5, gt=0, le=600, description="how often positions and windows are looked at")
+    points: list[PatrolPoint] = Field(default_factory=list)
+    routes: list[PatrolRoute] = Field(default_factory=list)
+
+    def point(self, point_id: str) -> PatrolPoint | None:
+        return next((p for p in self.points if p.id == point_id), None)
+
+
 class DistrictConfig(_Model):
     """A district command centre: who it is, where its broker and database are, its communities and their sites."""
 
@@ -109,6 +144,7 @@ class DistrictConfig(_Model):
     settings: HubSettings = Field(default_factory=HubSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     hotspots: HotspotSettings = Field(default_factory=HotspotSettings)
+    patrol: PatrolSettings = Field(default_factory=PatrolSettings)
     registry: RegisterSettings = Field(default_factory=RegisterSettings)
     alarm_centres: list[DistrictAlarmCentre] = Field(
         default_factory=list, description="alarm receiving centres the hub forwards the district's alarms and restores to over SIA DC-09"
@@ -181,6 +217,7 @@ def parse_district(text: str, filename: str) -> DistrictConfig:
 
 def _cross_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
     yield from _alarm_centre_references(data)
+    yield from _patrol_references(data)
     communities = data.get("communities")
     if not isinstance(communities, list):
         return
@@ -225,3 +262,34 @@ def _alarm_centre_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]
                 yield ("alarm_centres", i, "zones", key), f"alarm centre {ident!r} numbers {key!r}: at a district, zones are numbered as <site>/<device>"
             elif placed and site not in placed:
                 yield ("alarm_centres", i, "zones", key), f"alarm centre {ident!r} numbers a device of site {site!r}, which no community has"
+
+
+def _patrol_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
+    """Point and route ids are unique; routes name defined points; a point's community is defined."""
+    patrol = data.get("patrol")
+    if not isinstance(patrol, dict):
+        return
+    communities = data.get("communities")
+    known_communities = {c.get("id") for c in communities if isinstance(c, dict)} if isinstance(communities, list) else set()
+    points = patrol.get("points") if isinstance(patrol.get("points"), list) else []
+    point_ids: set[object] = set()
+    for i, point in enumerate(points):
+        if not isinstance(point, dict):
+            continue
+        if point.get("id") in point_ids:
+            yield ("patrol", "points", i, "id"), f"patrol point {point.get('id')!r} is defined twice"
+        point_ids.add(point.get("id"))
+        if point.get("community") is not None and point.get("community") not in known_communities:
+            yield ("patrol", "points", i, "community"), f"patrol point {point.get('id')!r} names community {point.get('community')!r}, which is not defined"
+    routes = patrol.get("routes") if isinstance(patrol.get("routes"), list) else []
+    route_ids: set[object] = set()
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        if route.get("id") in route_ids:
+            yield ("patrol", "routes", i, "id"), f"patrol route {route.get('id')!r} is defined twice"
+        route_ids.add(route.get("id"))
+        for j, point_id in enumerate(route.get("points") if isinstance(route.get("points"), list) else []):
+            if point_id not in point_ids:
+                known = ", ".join(str(p) for p in point_ids) or "none"
+                yield ("patrol", "routes", i, "points", j), f"route {route.get('id')!r} refers to patrol point {point_id!r}, which is not defined (defined: {known})"

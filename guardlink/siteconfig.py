@@ -505,6 +505,30 @@ class EvidenceUpload(_Model):
         return token
 
 
+class GuardApp(_Model):
+    """The guard app (a phone web app the edge serves on the site network, edge/guard_app.py); off when absent."""
+
+    listen: str = Field(default="0.0.0.0:8088", description="host:port the edge serves the app on")
+    pins: dict[str, str] = Field(
+        default_factory=dict, description="guard id -> the PIN (4-12 digits) that guard logs in with; a guard not listed cannot log in"
+    )
+    secret_file: str | None = Field(default=None, description="file whose content keys the app's login tokens; default: derived from the PINs")
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+    @field_validator("pins")
+    @classmethod
+    def _valid_pins(cls, pins: dict[str, str]) -> dict[str, str]:
+        for guard, pin in pins.items():
+            if not (pin.isdigit() and 4 <= len(pin) <= 12):
+                raise ValueError(f"guard {guard!r}: a PIN is 4 to 12 digits")
+        return pins
+
+
 class SiteConfig(_Model):
     """One site: its devices, zones, guards, site broker and police uplink."""
 
@@ -527,6 +551,7 @@ class SiteConfig(_Model):
     metrics: Metrics = Field(default_factory=Metrics)
     home_assistant: HomeAssistant | None = Field(default=None, description="publish Home Assistant discovery; off when absent")
     upload: EvidenceUpload | None = Field(default=None, description="upload evidence files to the command centre's hub; off when absent")
+    guard_app: GuardApp | None = Field(default=None, description="serve the guard app to the guards' phones; off when absent")
     alarm_centres: list[AlarmCentre] = Field(default_factory=list, description="alarm receiving centres that get alarms and restores over SIA DC-09")
     outbox: str | None = Field(
         default=None, description="outbox database path; default $XDG_STATE_HOME/guardlink/<site>/outbox.db"

@@ -123,3 +123,43 @@ def police_roster(district: str, site: str) -> str:
 def police_roster_applied(district: str, site: str) -> str:
     """Where an edge reports the roster version it applied, or why it refused one (QoS 1)."""
     return f"{ROOT}/police/{district}/{site}/roster/applied"
+
+
+def police_callups(district: str, site: str) -> str:
+    """Call-ups, stand-downs and roll calls for a site's guards from the command centre (QoS 1; guardlink/callup.py)."""
+    return f"{ROOT}/police/{district}/{site}/callups"
+
+
+def police_callup_answers(district: str, site: str) -> str:
+    """A site's guards' answers to call-ups and roll calls, and their check-ins, to the command centre (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/callup-answers"
+
+
+def police_on_event(district: str, site: str) -> str:
+    """The site's guards held by an event, retained (QoS 1): the edge offers them no site jobs."""
+    return f"{ROOT}/police/{district}/{site}/on-event"
+
+
+def guard_callup(site: str, guard: str) -> str:
+    """Where the edge hands a guard a call-up, stand-down or roll call (for the guard app, QoS 1)."""
+    return f"{ROOT}/{site}/guards/{guard}/callup"
+
+
+def guard_callup_reply(site: str, guard: str) -> str:
+    """Where the guard app answers a call-up or roll call, or checks in at the sector; '+' for every guard."""
+    return f"{ROOT}/{site}/guards/{guard}/callup/reply"
+
+
+def police_task(district: str, site: str, task: str) -> str:
+    """A patrol task for one of a site's guards, retained (QoS 1); an empty retained message clears a finished one."""
+    return f"{ROOT}/police/{district}/{site}/tasks/{task}"
+
+
+def police_tasks_filter(district: str, site: str) -> str:
+    """Every task of a site."""
+    return police_task(district, site, "+")
+
+
+def police_field(district: str, site: str) -> str:
+    """What a site's guard apps send the command centre: task answers, checkpoint scans, information tips (QoS 1)."""
+    return f"{ROOT}/police/{district}/{site}/field"

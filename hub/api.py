@@ -28,11 +28,15 @@ from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Seve
 from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
 from hub.cap_feed import cap_router
 from hub.console import console_router
+from hub.events_api import events_router
 from hub.evidence import evidence_router, uploaded_evidence
+from hub.checkins import patrol_router
 from hub.hotspots_api import hotspots_router
 from hub.login_limits import LoginLimits, retry_after
 from hub.register_api import register_router
 from hub.stream import Change, ChangeFeed
+from hub.tasks import tasks_router
+from hub.tips import tips_router
 from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RevisionRow, SiteRow
 from hub.views import (
     CommandEntry,
@@ -134,6 +138,10 @@ def create_app(
     app.include_router(cap_router(engine, config, principal))
     app.include_router(register_router(engine, config, principal, accounts))
     app.include_router(hotspots_router(engine, config, principal))
+    app.include_router(tasks_router(engine, config, principal))
+    app.include_router(patrol_router(engine, config, principal))
+    app.include_router(tips_router(engine, config, principal))
+    app.include_router(events_router(engine, config, principal, feed.notify))
 
     # --- who is asking ---------------------------------------------------------------------------------------------
 
@@ -381,8 +389,8 @@ def create_app(
         start = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else after
         sites = visible_sites(user)
 
-        def visible(change: Change) -> bool:
-            return sites is None or change.site in sites
+        def visible(change: Change) -> bool:  # a change of no site (a patrol alert) goes to its community's chief
+            return sites is None or change.site in sites or (change.site is None and change.payload.get("community") in user.communities)
 
         async def events() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 
 from guardlink.districtconfig import DistrictConfig
 from hub.accounts import Principal
-from hub.hotspots.forecast import DEFAULT_METHOD, METHODS, forecast, geojson, grid_for
-from hub.hotspots.records import from_store, local_days, zone_named
+from hub.hotspots.forecast import DEFAULT_METHOD, METHODS, HotCell, forecast, geojson, grid_for
+from hub.hotspots.records import Incidents, from_store, local_days, zone_named
 
 HISTORY_DAYS = 365
 
@@ -36,14 +36,20 @@ def hotspots_router(engine: Engine, config: DistrictConfig, principal: Callable[
     ) -> dict[str, Any]:
         """The top cells for the next `hours`: a GeoJSON FeatureCollection of squares, each with `rank`, `cell`,
         `score` (expected incidents in the window), `share` (of the district's) and `centre` [lat, lon]."""
-        now = datetime.now(timezone.utc)
-        zone = config.district.timezone
-        incidents = from_store(engine, zone, user.visible_sites(community_sites), since=now - timedelta(days=HISTORY_DAYS))
-        start = local_days(now, zone_named(zone))
-        if len(incidents) == 0 and not config.communities:
-            cells = []
-        else:
-            cells = forecast(incidents, grid_for(incidents, config, config.hotspots.cell_m), start, hours, method, top)
+        cells, incidents, start = top_hotspots(engine, config, user.visible_sites(community_sites), hours, top, method)
         return geojson(cells, incidents, start, hours, method, config.hotspots.cell_m)
 
     return router
+
+
+def top_hotspots(
+    engine: Engine, config: DistrictConfig, sites: frozenset[str] | None, hours: float, top: int, method: str = DEFAULT_METHOD,
+) -> tuple[list[HotCell], Incidents, float]:
+    """The `top` cells for the next `hours` from the stored incidents of `sites` (None: all), the incidents, and the start (local days)."""
+    now = datetime.now(timezone.utc)
+    zone = config.district.timezone
+    incidents = from_store(engine, zone, sites, since=now - timedelta(days=HISTORY_DAYS))
+    start = local_days(now, zone_named(zone))
+    if len(incidents) == 0 and not config.communities:
+        return [], incidents, start
+    return forecast(incidents, grid_for(incidents, config, config.hotspots.cell_m), start, hours, method, top), incidents, start

@@ -16,6 +16,8 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.models import PoliceCommand
 from guardlink.siteconfig import BrokerUrl, parse_listen
 from hub.database import make_engine, migrate
+from hub.field import FieldLink
+from hub.events_service import EventService
 from hub.forwarding import Forwarding
 from hub.intake import Intake
 from hub.register_publisher import roster_service
@@ -78,6 +80,9 @@ async def serve(
     intake_task = asyncio.create_task(intake.run(), name="intake")
     rosters = roster_service(config, engine, lambda: intake.client)  # the register's rosters to the sites (hub/register_publisher.py)
     rosters_task = asyncio.create_task(rosters, name="rosters") if rosters is not None else None
+    field = FieldLink(config, engine, broker if isinstance(broker, BrokerUrl) else None) if not str(broker or config.broker).startswith("nats://") else None  # tasks out, field reports in (hub/field.py)
+    field_task = asyncio.create_task(field.run(), name="field") if field is not None else None
+    events_task = asyncio.create_task(EventService(config, engine, broker=intake.broker if not isinstance(intake.broker, str) else None, notify=intake.notify).run(), name="events")  # call-ups (hub/events_service.py)
     serving = asyncio.create_task(server.serve(), name="http")
     forwarding_task = asyncio.create_task(forwarding.run(), name="forwarding") if forwarding is not None else None
     try:
@@ -99,6 +104,9 @@ async def serve(
         intake_task.cancel()
         if rosters_task is not None:
             rosters_task.cancel()
+        if field_task is not None:
+            field_task.cancel()
+        events_task.cancel()
         if forwarding_task is not None:
             forwarding_task.cancel()
             with suppress(asyncio.CancelledError):

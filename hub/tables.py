@@ -23,6 +23,10 @@ class ChangeKind(StrEnum):
     SITE = "site"
     GUARDS = "guards"
     COMMAND = "command"
+    TASK = "task"  # a patrol task's revision (hub/tasks.py)
+    CHECKIN = "checkin"  # a guard checked in at a patrol point (hub/checkins.py)
+    ALERT = "alert"  # a late or missed check-in, for the community police chief (hub/checkins.py)
+    TIP = "tip"  # an information tip arrived or was decided (hub/tips.py)
 
 
 class EscalationRow(Base):
