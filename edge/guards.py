@@ -27,6 +27,7 @@ class GuardStatus:
     reachable: bool = True  # false while the guard's wearable is offline: an offer could not reach them
     until: float | None = None  # no new offers from this moment (the roster's end of the guard's vetting)
     leaving: bool = False  # left off the roster: finishes the job in hand, gets no new offers, then leaves the board
+    on_event: bool = False  # held by a large event (edge/callups.py): finishes the job in hand, gets no new offers
 
     @property
     def point(self) -> LatLon | None:
@@ -75,7 +76,7 @@ class GuardBoard:
 
     def on_duty(self, status: GuardStatus, now: float) -> bool:
         """On duty by the guard's switch and schedule (site local time)."""
-        if not status.guard.on_duty or status.leaving or (status.until is not None and now >= status.until):
+        if not status.guard.on_duty or status.leaving or status.on_event or (status.until is not None and now >= status.until):
             return False
         if not status.shifts:
             return True

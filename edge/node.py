@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from edge.callups import CallUpRelay
 from edge.dispatch import Step, command_answer
 from edge.evidence_plan import alarm_cameras
 from edge.homeassistant import discovery, guard_state, incidents_state
@@ -85,6 +86,7 @@ class EdgeNode:
         self.intake, self.board, self.dispatcher = self.router.intake, self.router.board, self.router.dispatcher
         self.supervisor, self.wearables, self.device_states = self.router.supervisor, self.router.wearables, self.router.device_states
         self.roster = RosterSync(config, self.board, roster_path(outbox_path), clock)  # the district register's guards (edge/roster.py)
+        self.callups = CallUpRelay(config, self.board, site_broker=site_broker, police_broker=police_broker, clock=clock)  # large events (edge/callups.py)
         self.uplink = PoliceUplink(
             police_broker, config.site.district, config.site.id, self.outbox,
             status=self.status, on_command=self._police_command, status_every_s=status_every_s,
@@ -153,6 +155,7 @@ class EdgeNode:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.uplink.run())
+                tasks.create_task(self.callups.run())
                 tasks.create_task(self.monitor.run())
                 if self.uploads is not None:
                     tasks.create_task(self.uploads.run())

@@ -37,14 +37,16 @@ def district_accounts(config: DistrictConfig) -> list[Account]:
     district = config.district.id
     accounts = [Account(
         HUB_ACCOUNT, "district command centre",
-        read=[topics.police_escalations(district, "+"), topics.police_site_status(district, "+"), topics.police_guards(district, "+")],
-        write=[topics.police_commands(district, "+"), topics.police_receipts(district, "+")],
+        read=[topics.police_escalations(district, "+"), topics.police_site_status(district, "+"), topics.police_guards(district, "+"),
+              topics.police_callup_answers(district, "+")],
+        write=[topics.police_commands(district, "+"), topics.police_receipts(district, "+"), topics.police_callups(district, "+"), topics.police_on_event(district, "+")],
     )]
     for site in config.sites():
         accounts.append(Account(
             site, f"edge of site {site}",
-            read=[topics.police_commands(district, site), topics.police_receipts(district, site)],
-            write=[topics.police_escalations(district, site), topics.police_site_status(district, site), topics.police_guards(district, site)],
+            read=[topics.police_commands(district, site), topics.police_receipts(district, site), topics.police_callups(district, site), topics.police_on_event(district, site)],
+            write=[topics.police_escalations(district, site), topics.police_site_status(district, site), topics.police_guards(district, site),
+                   topics.police_callup_answers(district, site)],
         ))
     return accounts
 
