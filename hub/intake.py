@@ -158,7 +158,8 @@ class Intake:
         if stored.receipts and self.client is not None:
             per_site: dict[str, list[ReceivedRevision]] = {}
             for revision in stored.receipts:
-                per_site.setdefault(revision.escalation.site.id, []).append(ReceivedRevision(id=revision.escalation.id, revision=revision.escalation.revision))
+                doc = revision.escalation  # validated on the way in
+                per_site.setdefault(doc.site.id, []).append(ReceivedRevision.model_construct(id=doc.id, revision=doc.revision))
             task = asyncio.get_running_loop().create_task(self._send_receipts(self.client, per_site))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
@@ -182,7 +183,7 @@ class Intake:
         """`_item`, with any defect in reading one message kept to that message: refused and counted, the rest go on."""
         try:
             return self._item(message)
-        except Exception as exc:  # noqa: BLE001 - one message must never stop the district's intake
+        except Exception as exc:
             log.exception("event=document_failed topic=%s bytes=%d", message.topic.value, len(message.payload or b""))
             parts = message.topic.value.split("/")
             return self._reject(parts[3] if len(parts) == 5 else "?", "processing_error", f"{type(exc).__name__}: {exc}", self.clock())

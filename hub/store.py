@@ -128,8 +128,9 @@ def _revisions(session: Session, revisions: list[Revision], now: datetime, store
     newest: dict[str, int] = {}  # the revision of each escalation's stored state: its highest stored revision
     for escalation_id, number in have:
         newest[escalation_id] = max(number, newest.get(escalation_id, number))
-    states: dict[str, dict[str, Any]] = {}  # each escalation's newest state in this batch, if newer than the stored one
+    states: dict[str, Revision] = {}  # each escalation's newest revision in this batch, if newer than the stored one
     new_revisions = []
+    escalation = ChangeKind.ESCALATION.value
     for item in revisions:
         doc = item.escalation
         stored.receipts.append(item)
@@ -141,17 +142,19 @@ def _revisions(session: Session, revisions: list[Revision], now: datetime, store
         latest = doc.id not in newest or doc.revision > newest[doc.id]
         if latest:
             newest[doc.id] = doc.revision
-            states[doc.id] = _latest(doc, item.community, now)
+            states[doc.id] = item
+        status = doc.status.value
         new_revisions.append({
-            "escalation_id": doc.id, "revision": doc.revision, "sequence": doc.sequence, "status": doc.status.value,
+            "escalation_id": doc.id, "revision": doc.revision, "sequence": doc.sequence, "status": status,
             "issued_at": doc.issued_at, "received_at": item.received_at, "committed_at": now, "document": _json_text(item),
         })
-        changes.append({"kind": ChangeKind.ESCALATION.value, "key": doc.id, "payload": {
+        changes.append({"kind": escalation, "key": doc.id, "payload": {
             "id": doc.id, "revision": doc.revision, "latest": latest, "site": doc.site.id, "community": item.community,
-            "status": doc.status.value, "kind": doc.incident.kind.value, "severity": doc.incident.severity.value,
+            "status": status, "kind": doc.incident.kind.value, "severity": doc.incident.severity.value,
         }})
     # Escalations before their revisions (foreign key); only a newer revision replaces an escalation's state.
-    return [Rows(EscalationRow, list(states.values()), newer_than="revision"), Rows(RevisionRow, new_revisions)]
+    latest_states = [_latest(item.escalation, item.community, now) for item in states.values()]
+    return [Rows(EscalationRow, latest_states, newer_than="revision"), Rows(RevisionRow, new_revisions)]
 
 
 def _json_text(item: Revision) -> str:
