@@ -1,7 +1,7 @@
 """Large events: events, their sectors, and the guards called up for them.
 
-Revision ID: 0006_events
-Revises: 0005_forwarding
+Revision ID: 0007_events
+Revises: 0006_tasks
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0006_events"
-down_revision = "0005_forwarding"
+revision = "0007_events"
+down_revision = "0006_tasks"
 branch_labels = None
 depends_on = None
 
