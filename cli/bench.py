@@ -15,6 +15,7 @@ BENCHMARKS = {
     "hotspots": "hotspots: the day-by-day replay of 100,000 incidents over a year (3 methods, CSV read included), goal <= 60 s",
     "dc09": "alarms acknowledged by a SIA DC-09 receiver (TCP, AES-256) through the edge, vs a bare socket loop; press -> ACK p99",
     "registry": "10,000 guards imported into the district register (SQLite, PostgreSQL); register change -> roster applied at a real edge, p99",
+    "mobilise": "10,000 guards from 200 simulated sites called up for one event through a real broker: call-ups out, headcount settled, exact",
 }
 
 

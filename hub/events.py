@@ -128,10 +128,15 @@ def choose_fairly(candidates: Iterable[Candidate], count: int, role: str, target
 
 
 def plan_callups(candidates: list[Candidate], gaps: list[tuple[str, str, int, LatLon]], taken: set[str]) -> list[Pick]:
-    """Who to call up for each gap `(sector, role, count, sector centre)`, in order; a guard is picked once. Pure."""
+    """Who to call up for each gap `(sector, role, count, sector centre)`; a guard is picked once, and roles few guards
+    have are filled first (else a common role's picks use up the scarce one's guards). Pure."""
     taken = set(taken)
+    holders: dict[str, int] = {}
+    for c in candidates:
+        for role in c.roles:
+            holders[role] = holders.get(role, 0) + 1
     picks = []
-    for sector, role, count, target in gaps:
+    for sector, role, count, target in sorted(gaps, key=lambda gap: holders.get(gap[1], 0)):
         if count <= 0:
             continue
         for candidate, dist in choose_fairly(candidates, count, role, target, taken):
