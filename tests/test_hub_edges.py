@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,22 +165,31 @@ async def all_stored_once_and_receipted(engine: Engine, edges: list[EdgeNode], t
     assert [edge.status()["unreceipted"] for edge in edges] == [0, 0, 0]
 
 
-async def test_hub_killed_mid_stream_stores_every_revision_of_three_edges_once_and_receipts_all(district: District, spawn, tmp_path: Path) -> None:
-    log = tmp_path / "hub.log"
-    hub = start_hub(spawn, district, log)
+async def through_a_fault_mid_stream(district: District, spawn, tmp_path: Path, fault: Callable[[subprocess.Popen], Awaitable[None]]) -> subprocess.Popen:
+    """1000 escalations from the three edges to a hub process; `fault(hub)` strikes once a quarter of them is stored.
+    Then every revision must be stored once and receipted. Returns the hub process."""
+    hub = start_hub(spawn, district, tmp_path / "hub.log")
     engine = make_engine(district.database)
     try:
         async with running_edges(district, tmp_path) as edges:
             presses = press(district, ESCALATIONS, RATE_PER_S)
             await eventually(lambda: sos_escalations(engine) >= ESCALATIONS // 4, 60, "the hub storing the first escalations")
-            hub.send_signal(signal.SIGKILL)
-            hub.wait()
-            assert sos_escalations(engine) < ESCALATIONS, "the hub was to be killed mid-stream"
-            start_hub(spawn, district, log)
+            assert sos_escalations(engine) < ESCALATIONS, "the fault was to strike mid-stream"
+            await fault(hub)
             await asyncio.to_thread(presses.join)
             await all_stored_once_and_receipted(engine, edges, tmp_path)
     finally:
         engine.dispose()
+    return hub
+
+
+async def test_hub_killed_mid_stream_stores_every_revision_of_three_edges_once_and_receipts_all(district: District, spawn, tmp_path: Path) -> None:
+    async def kill_and_restart(hub: subprocess.Popen) -> None:
+        hub.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(hub.wait)
+        start_hub(spawn, district, tmp_path / "hub.log")
+
+    await through_a_fault_mid_stream(district, spawn, tmp_path, kill_and_restart)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -206,20 +215,11 @@ async def test_everything_the_edges_send_while_the_hub_is_down_arrives_after_and
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_nothing_is_lost_when_postgresql_restarts_mid_stream(district: District, postgres: Postgres, spawn, tmp_path: Path) -> None:
-    log = tmp_path / "hub.log"
-    hub = start_hub(spawn, district, log)
-    engine = make_engine(district.database)
-    try:
-        async with running_edges(district, tmp_path) as edges:
-            presses = press(district, ESCALATIONS, RATE_PER_S)
-            await eventually(lambda: sos_escalations(engine) >= ESCALATIONS // 4, 60, "the hub storing the first escalations")
-            assert sos_escalations(engine) < ESCALATIONS, "PostgreSQL was to restart mid-stream"
-            await asyncio.to_thread(postgres.stop, "immediate")  # a crash: no checkpoint, recovery at the start
-            await asyncio.sleep(2.0)  # presses keep coming; the hub holds them unacknowledged
-            await asyncio.to_thread(postgres.start)
-            await asyncio.to_thread(presses.join)
-            await all_stored_once_and_receipted(engine, edges, tmp_path)
-        assert hub.poll() is None, "the hub rode out the restart"
-        assert "event=commit_retry" in log.read_text(), "the hub had commits to retry while PostgreSQL was down"
-    finally:
-        engine.dispose()
+    async def crash_and_restart_postgres(hub: subprocess.Popen) -> None:
+        await asyncio.to_thread(postgres.stop, "immediate")  # a crash: no checkpoint, recovery at the start
+        await asyncio.sleep(2.0)  # presses keep coming; the hub holds them unacknowledged
+        await asyncio.to_thread(postgres.start)
+
+    hub = await through_a_fault_mid_stream(district, spawn, tmp_path, crash_and_restart_postgres)
+    assert hub.poll() is None, "the hub rode out the restart"
+    assert "event=commit_retry" in (tmp_path / "hub.log").read_text(), "the hub had commits to retry while PostgreSQL was down"
