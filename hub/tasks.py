@@ -143,7 +143,7 @@ def candidates(session: Session, config: DistrictConfig, sites: Collection[str] 
         eligible = {(site, g.id) for site, roster in rosters.items() for g in roster}
     recent = dict(session.execute(
         select(TaskRow.guard, func.count()).where(TaskRow.created_at >= now - timedelta(days=FAIRNESS_DAYS)).group_by(TaskRow.guard)
-    ).tuples())
+    ).tuples().all())
     busy = set()
     for row in session.scalars(select(TaskRow).where(TaskRow.state.in_([TaskState.OFFERED.value, TaskState.ACCEPTED.value]))):
         if datetime.fromisoformat(row.document["start"]) < end and start < datetime.fromisoformat(row.document["end"]):
@@ -244,7 +244,8 @@ def tasks_router(engine: Engine, config: DistrictConfig, principal: Callable[[Re
         with Session(engine) as session, session.begin():
             rows, unfilled = push(session, config, kind=body.kind, target=target, start=start, end=end, count=body.guards, roles=roles,
                                   max_distance_m=body.max_distance_m, note=body.note, by=user.name, sites=user.visible_sites(community_sites), now=now)
-        return made(rows, unfilled)
+            session.flush()
+            return made(rows, unfilled)
 
     @router.post("/hotspots", response_model=Pushed, status_code=201)
     def from_hotspots(body: HotspotPush, user: Principal = signed_in) -> Pushed:
@@ -265,7 +266,7 @@ def tasks_router(engine: Engine, config: DistrictConfig, principal: Callable[[Re
                 session.flush()  # the next cell's choice sees these tasks (fairness, busy guards)
                 rows += made_rows
                 unfilled += missing
-        return made(rows, unfilled)
+            return made(rows, unfilled)
 
     @router.get("")
     def listing(
