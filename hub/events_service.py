@@ -57,6 +57,7 @@ class EventService:
         self.sent = 0
         self.answers = 0
         self.rejected = 0
+        self.checks = 0  # rounds of the time-driven checks done
         self.ready = asyncio.Event()
         self._holds: dict[str, list[str]] | None = None  # as last published per site; None: publish every site once
 
@@ -112,8 +113,8 @@ class EventService:
     async def _send(self, client: Client) -> None:
         checked_at = float("-inf")
         while True:
-            if self.clock() - checked_at >= self.check_every_s:
-                checked_at = self.clock()
+            if time.monotonic() - checked_at >= self.check_every_s:  # the cadence is real time; what is due, the clock's
+                checked_at = time.monotonic()
                 try:
                     await asyncio.to_thread(self._check)
                 except Exception:
@@ -133,6 +134,7 @@ class EventService:
             changed = check(session, self.config, now)
             for event in changed:
                 record_change(session, event, now)
+        self.checks += 1
         if changed:
             self.notify.set()
 
