@@ -36,7 +36,8 @@ WEARABLES = ("wear-li", "wear-zhang", "wear-wang")
 PRESSES = int(os.environ.get("GUARDLINK_CHAOS_PRESSES", "300"))  # in all, at RATE_PER_S
 RATE_PER_S = 50.0
 BOOT = 7
-RESEND_S = 2.0  # the firmware resends an alarm the edge has not confirmed after this long
+RESEND_S = 2.0  # the firmware resends an alarm the edge has not confirmed after this long, then backs off
+RESEND_MAX_S = 30.0
 SEEDS = range(1, int(os.environ.get("GUARDLINK_CHAOS_SEEDS", "2")) + 1)
 
 
@@ -69,7 +70,7 @@ class Restartable:
 
 class Wearable:
     """A wearable as the native firmware behaves: SOS at QoS 1 with a fixed boot and a rising seq, each resent every
-    RESEND_S until the edge confirms it stored it (a broker killed right after its PUBACK may have lost it)."""
+    RESEND_S, backing off, until the edge confirms it stored it (a broker killed right after its PUBACK may have lost it)."""
 
     def __init__(self, broker: BrokerUrl, device: str) -> None:
         self.topic = topics.native_device_uplink(SITE, device)
@@ -81,7 +82,7 @@ class Wearable:
         self.client.connect_async(broker.host, broker.port)
         self.client.loop_start()
         self.seq = 0
-        self.unconfirmed: dict[int, float] = {}  # seq -> when to resend
+        self.unconfirmed: dict[int, tuple[float, float]] = {}  # seq -> (when to resend, the wait after that)
         self.lock = threading.Lock()
 
     def _confirmed(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -92,16 +93,17 @@ class Wearable:
 
     def press(self) -> None:
         with self.lock:
-            self.unconfirmed[self.seq] = time.monotonic() + RESEND_S
+            self.unconfirmed[self.seq] = (time.monotonic() + RESEND_S, RESEND_S * 2)
         self.client.publish(self.topic, guardlink_wearable.sos_payload(self.seq, boot=BOOT), qos=1)
         self.seq += 1
 
     def resend_due(self) -> None:
         now = time.monotonic()
         with self.lock:
-            due = [seq for seq, at in self.unconfirmed.items() if at <= now]
-            for seq in due:
-                self.unconfirmed[seq] = now + RESEND_S
+            due = [seq for seq, (at, _) in self.unconfirmed.items() if at <= now]
+            for seq in due:  # backing off, as firmware must: a storm of resends would bury the edge it waits for
+                wait = self.unconfirmed[seq][1]
+                self.unconfirmed[seq] = (now + wait, min(wait * 2, RESEND_MAX_S))
         for seq in due:
             self.client.publish(self.topic, guardlink_wearable.sos_payload(seq, boot=BOOT), qos=1)
 
