@@ -2,7 +2,8 @@
 
 - Scaling: a backlog of escalation revisions waits in the cluster (published over MQTT) while the shared consumer is
   paused and the workers (`guardlink hub --broker nats://...` processes) are up; the consumer resumes and the workers
-  drain it. Revisions stored per second by 1 worker, then by 2 on the next backlog: `scaling_2_workers` is their ratio.
+  drain it. Revisions stored per second by 1 worker, then by 2 on the next backlog, twice over: `scaling_2_workers` is the
+  ratio of the medians.
   Rates are from the database's own commit times (the last revision committed minus the resume).
 - City: `--sites` simulated sites (bench/city.py) over a few MQTT connections spread over the three nodes send their
   heartbeats, guard reports and escalations for `--seconds` to 2 workers; `lag_p99_ms` is publish -> receipt back at the
@@ -29,6 +30,7 @@ from bench.servers import NatsCluster, running_nats_cluster, running_postgres, s
 
 DISTRICT = "bench"
 GOAL_SCALING = 1.3
+ROUNDS = 2  # scaling rounds; the rates reported are the medians
 GOAL_SITES = 5000
 GOAL_LAG_P99_MS = 1000.0
 
@@ -130,11 +132,12 @@ def run(revisions: int = 20_000, sites: int = 5000, seconds: float = 60.0, conne
                 stop_process(proc)
             database = postgres.url
             backlog_sites = Fleet(brokers, names[:50], district=DISTRICT, connections=8, resend_after_s=3600)
+            rounds: dict[int, list[float]] = {1: [], 2: []}
             try:
-                rates = {}
-                for workers in (1, 2):
-                    print(f"scaling: a backlog of {revisions} revisions, {workers} worker(s)", file=sys.stderr, flush=True)
-                    rates[workers] = drain_rate(cluster, database, district_file, backlog_sites, workers, revisions, f"w{workers}", logs)
+                for attempt in range(ROUNDS):  # 1, 2, 1, 2 ...: the other work on the machine drifts, alike for both
+                    for workers in (1, 2):
+                        print(f"scaling, round {attempt + 1}: a backlog of {revisions} revisions, {workers} worker(s)", file=sys.stderr, flush=True)
+                        rounds[workers].append(drain_rate(cluster, database, district_file, backlog_sites, workers, revisions, f"r{attempt}w{workers}", logs))
             finally:
                 backlog_sites.close()
             print(f"city: {sites} sites for {seconds:.0f} s over {connections} connections, 2 workers", file=sys.stderr, flush=True)
@@ -155,6 +158,7 @@ def run(revisions: int = 20_000, sites: int = 5000, seconds: float = 60.0, conne
                     stop_process(proc)
     lags = [(counts.receipted_at[key] - at) * 1000 for key, at in counts.published_at.items() if key in counts.receipted_at]
     missing = len(counts.published_at) - len(lags)
+    rates = {workers: statistics.median(values) for workers, values in rounds.items()}
     scaling = rates[2] / rates[1]
     lag_p99 = percentile(lags, 99) if lags else float("inf")
     return {
@@ -162,6 +166,7 @@ def run(revisions: int = 20_000, sites: int = 5000, seconds: float = 60.0, conne
         "stored_per_s_1": round(rates[1]),
         "stored_per_s_2": round(rates[2]),
         "scaling_2_workers": round(scaling, 3),
+        "rounds_stored_per_s": {str(workers): [round(v) for v in values] for workers, values in rounds.items()},
         "sites_simulated": sites,
         "connections": connections,
         "seconds": round(sent_for_s, 1),

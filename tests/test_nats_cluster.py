@@ -178,3 +178,50 @@ def test_simulated_city_is_stored_and_receipted(cluster: NatsCluster, workers: W
             assert session.scalar(select(func.count()).select_from(RevisionRow)) == sent
     finally:
         engine.dispose()
+
+
+async def test_a_police_command_reaches_an_edge_that_was_away(cluster: NatsCluster, postgres: Postgres):
+    """Commands go into the cluster at QoS 1: an edge's persistent session gets one sent while it was disconnected."""
+    import asyncio
+
+    import paho.mqtt.client as paho
+
+    from bench.hub import district
+    from guardlink import topics
+    from guardlink.models import CommandKind, PoliceCommand
+    from hub.intake_nats import NatsIntake, parse_servers
+    from hub.service import command_publisher
+
+    migrate(postgres.url)
+    engine = make_engine(postgres.url)
+    intake = NatsIntake(district(SITES, DISTRICT), engine, servers=parse_servers(cluster.nats_url))
+    running = asyncio.create_task(intake.run())
+    got: list[bytes] = []
+    subscribed = threading.Event()
+
+    def edge() -> paho.Client:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"edge-{SITES[0]}", clean_session=False)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.police_commands(DISTRICT, SITES[0]), qos=1)
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.on_message = lambda c, u, message: got.append(message.payload)
+        client.connect("127.0.0.1", cluster.ports["n2"]["mqtt"])
+        client.loop_start()
+        return client
+
+    try:
+        await asyncio.wait_for(intake.ready.wait(), 30)
+        away = edge()
+        assert await asyncio.to_thread(subscribed.wait, 15)
+        away.disconnect()
+        away.loop_stop()
+        command = PoliceCommand(command=CommandKind.CLOSE, escalation="e-1", by="desk-1", note="handled on the phone")
+        await command_publisher(intake)(SITES[0], command)  # type: ignore[misc]
+        back = edge()
+        await asyncio.to_thread(wait_for, lambda: bool(got), 20, "the command at the edge")
+        back.disconnect()
+        back.loop_stop()
+        assert PoliceCommand.model_validate_json(got[0]) == command
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        engine.dispose()
