@@ -205,9 +205,9 @@ class PatrolWatch:
             since = now - timedelta(days=3)
             session.flush()
             checkins: dict[str, list[datetime]] = {}
-            for point_id, at in session.execute(select(CheckinRow.point, CheckinRow.at).where(CheckinRow.at >= since)).tuples():
+            for point_id, at in session.execute(select(CheckinRow.point, CheckinRow.at).where(CheckinRow.at >= since)).all():
                 checkins.setdefault(point_id, []).append(at)
-            judged = set(session.execute(select(PatrolWindowRow.route, PatrolWindowRow.point, PatrolWindowRow.start).where(PatrolWindowRow.start >= since)).tuples())
+            judged = {tuple(row) for row in session.execute(select(PatrolWindowRow.route, PatrolWindowRow.point, PatrolWindowRow.start).where(PatrolWindowRow.start >= since))}
             for verdict in judge(self.config.patrol.routes, self.points, checkins, judged, self.zone, now, self.config.patrol.late_s):
                 record_verdict(session, self.config, verdict, now)
 

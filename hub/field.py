@@ -81,7 +81,7 @@ class FieldLink:
             now = datetime.now(timezone.utc)
             with Session(self.engine) as session, session.begin():
                 if isinstance(report, TaskAnswer):
-                    apply_answer(session, site, report, now)
+                    apply_answer(session, self.config, site, report, now)
                 elif isinstance(report, ScanCheckin):
                     point = scanned_point(report.code, self.config.patrol.points)
                     if point is None:

@@ -4,11 +4,14 @@ Guards are chosen by role (what the task kind asks for), eligibility (the regist
 register), distance from where their edge last placed them, and fairness: among the guards near enough, those with the
 fewest tasks in the last 30 days come first, so nobody gets every task. Each chosen guard gets a task of their own,
 published retained to the guard's site (hub/field.py); the guard's answer comes back as a field report and makes the
-task's next revision. Every revision is also a `changes` row of kind `task`, which the live stream carries.
+task's next revision. A declined task is offered at once to the next guard by the same rules (in the declined task's
+community, never to a guard who declined that target and window), as a new task. Every revision is also a `changes` row
+of kind `task`, which the live stream carries.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -33,7 +36,10 @@ from hub.register import district_today, site_rosters
 from hub.register_tables import RegisteredGuard
 from hub.tables import ChangeKind, ChangeRow, GuardRow
 
+log = logging.getLogger(__name__)
+
 FAIRNESS_DAYS = 30
+REOFFER_MAX_DISTANCE_M = 3000  # how far the next guard may be when a declined task is offered again (a push's default)
 ROLES: dict[TaskKind, frozenset[str]] = {  # any one of these; empty: any guard
     TaskKind.PATROL: frozenset({"patrol"}),
     TaskKind.HAZARD_INSPECTION: frozenset({"patrol", "grid_worker"}),
@@ -61,12 +67,14 @@ class Candidate:
     available: bool  # on duty, not busy with an incident or an open task in the window
 
 
-def choose(candidates: Collection[Candidate], target: LatLon, roles: frozenset[str], count: int, max_distance_m: float) -> list[tuple[Candidate, float]]:
-    """The `count` guards to send, with their distances: available, of a wanted role, placed within `max_distance_m`;
-    the fewest recent tasks first, then the nearest. Pure."""
+def choose(
+    candidates: Collection[Candidate], target: LatLon, roles: frozenset[str], count: int, max_distance_m: float, exclude: Collection[tuple[str, str]] = (),
+) -> list[tuple[Candidate, float]]:
+    """The `count` guards to send, with their distances: available, of a wanted role, placed within `max_distance_m`, not
+    in `exclude` ((site, guard) pairs); the fewest recent tasks first, then the nearest. Pure."""
     near = []
     for c in candidates:
-        if not c.available or c.point is None or (roles and not roles & c.roles):
+        if not c.available or c.point is None or (roles and not roles & c.roles) or (c.site, c.guard) in exclude:
             continue
         distance = haversine_m(c.point, target)
         if distance <= max_distance_m:
@@ -143,7 +151,7 @@ def candidates(session: Session, config: DistrictConfig, sites: Collection[str] 
         eligible = {(site, g.id) for site, roster in rosters.items() for g in roster}
     recent = dict(session.execute(
         select(TaskRow.guard, func.count()).where(TaskRow.created_at >= now - timedelta(days=FAIRNESS_DAYS)).group_by(TaskRow.guard)
-    ).tuples().all())
+    ).all())
     busy = set()
     for row in session.scalars(select(TaskRow).where(TaskRow.state.in_([TaskState.OFFERED.value, TaskState.ACCEPTED.value]))):
         if datetime.fromisoformat(row.document["start"]) < end and start < datetime.fromisoformat(row.document["end"]):
@@ -162,10 +170,11 @@ def candidates(session: Session, config: DistrictConfig, sites: Collection[str] 
 def push(
     session: Session, config: DistrictConfig, *, kind: TaskKind, target: TaskTarget, start: datetime, end: datetime, count: int,
     roles: frozenset[str], max_distance_m: float, note: str, by: str, sites: Collection[str] | None, now: datetime,
+    exclude: Collection[tuple[str, str]] = (),
 ) -> tuple[list[TaskRow], int]:
     """Choose guards and make one offered task for each (rows and changes added to `session`); also how many were not found."""
     pool = candidates(session, config, sites, start, end, now)
-    chosen = choose(pool, LatLon(target.location.lat, target.location.lon), roles, count, max_distance_m)
+    chosen = choose(pool, LatLon(target.location.lat, target.location.lon), roles, count, max_distance_m, exclude)
     rows = []
     for candidate, distance in chosen:
         doc = PatrolTask(
@@ -190,8 +199,9 @@ def revise(session: Session, row: TaskRow, state: TaskState, now: datetime) -> N
     session.add(task_change(row, now))
 
 
-def apply_answer(session: Session, site: str, answer: TaskAnswer, now: datetime) -> TaskRow | None:
-    """A guard's answer from `site`: the task's next revision, or None when it does not fit (another guard's, a repeat, too late)."""
+def apply_answer(session: Session, config: DistrictConfig, site: str, answer: TaskAnswer, now: datetime) -> TaskRow | None:
+    """A guard's answer from `site`: the task's next revision, or None when it does not fit (another guard's, a repeat, too
+    late). A decline also offers the task to the next guard (`reoffer`)."""
     row = session.get(TaskRow, answer.task, with_for_update=True)
     if row is None or row.site != site or row.guard != answer.guard:
         return None
@@ -199,7 +209,31 @@ def apply_answer(session: Session, site: str, answer: TaskAnswer, now: datetime)
     if state is None:
         return None
     revise(session, row, state, now)
+    if state is TaskState.DECLINED:
+        reoffer(session, config, row, now)
     return row
+
+
+def reoffer(session: Session, config: DistrictConfig, declined: TaskRow, now: datetime) -> TaskRow | None:
+    """Offer a declined task to the next guard: same kind, target, window and note, among the sites of its community, to
+    nobody who declined this target and window before; None when the window is over or no guard fits."""
+    doc = PatrolTask.model_validate(declined.document)
+    if now >= doc.end:
+        return None
+    session.flush()  # the decline counts for fairness and frees its guard
+    decliners = {
+        (r.site, r.guard) for r in session.scalars(select(TaskRow).where(TaskRow.state == TaskState.DECLINED.value, TaskRow.kind == declined.kind))
+        if r.document["target"]["id"] == doc.target.id and r.document["start"] == declined.document["start"]
+    }
+    sites = next((c.sites for c in config.communities if c.id == declined.community), None)
+    rows, _ = push(session, config, kind=doc.kind, target=doc.target, start=doc.start, end=doc.end, count=1, roles=ROLES[doc.kind],
+                   max_distance_m=max(REOFFER_MAX_DISTANCE_M, doc.distance_m or 0), note=doc.note, by=declined.created_by, sites=sites, now=now,
+                   exclude=decliners)
+    if rows:
+        log.info("event=task_reoffered declined=%s task=%s guard=%s site=%s", declined.id, rows[0].id, rows[0].guard, rows[0].site)
+    else:
+        log.warning("event=task_unfilled declined=%s target=%s", declined.id, doc.target.id)
+    return rows[0] if rows else None
 
 
 def task_view(row: TaskRow) -> dict[str, Any]:
