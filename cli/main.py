@@ -36,12 +36,12 @@ def _main(argv: list[str] | None) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    from cli import bench, broker_config, cap, config, demo, edge, hotspots, hub, keys, police, registry, schema, simulate, vision
+    from cli import bench, broker_config, cap, config, demo, edge, hotspots, hub, keys, police, registry, report, schema, simulate, vision
 
     top = argparse.ArgumentParser(prog="guardlink", description="Edge gateway linking site guards and police over MQTT.")
     top.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv for debug)")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (demo, edge, hub, police, simulate, bench, schema, config, keys, broker_config, vision, cap, hotspots, registry):
+    for command in (demo, edge, hub, police, simulate, bench, schema, config, keys, broker_config, vision, cap, hotspots, registry, report):
         command.register(commands)
     return top
 

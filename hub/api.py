@@ -26,6 +26,7 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.ids import uuid7
 from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Severity
 from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
+from hub.assessment_api import assessment_router
 from hub.cap_feed import cap_router
 from hub.console import console_router
 from hub.events_api import events_router
@@ -142,6 +143,7 @@ def create_app(
     app.include_router(patrol_router(engine, config, principal))
     app.include_router(tips_router(engine, config, principal))
     app.include_router(events_router(engine, config, principal, feed.notify))
+    app.include_router(assessment_router(engine, config, principal))
 
     # --- who is asking ---------------------------------------------------------------------------------------------
 
