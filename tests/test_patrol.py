@@ -115,12 +115,16 @@ def check_at(watch: PatrolWatch, clock: Clock, moment: datetime) -> None:
     watch.check()
 
 
-def report_positions(engine: Engine, site: str, at: datetime, positions: dict[str, tuple[tuple[float, float], datetime]]) -> None:
-    """A site's complete GuardsReport (guard -> (lat, lon), reported at), stored as the hub's intake stores it."""
-    guards = [GuardReport(id=guard, name=guard, roles=["patrol"], state=GuardState.AVAILABLE, location=Location(lat=lat, lon=lon), position_at=when)
-              for guard, ((lat, lon), when) in positions.items()]
+def store_guards(engine: Engine, site: str, at: datetime, guards: list[GuardReport]) -> None:
+    """A site's complete GuardsReport, stored as the hub's intake stores it."""
     with Session(engine) as db, db.begin():
         store(db, [Guards(GuardsReport(site=site, guards=guards, at=at), at)], at)
+
+
+def report_positions(engine: Engine, site: str, at: datetime, positions: dict[str, tuple[tuple[float, float], datetime]]) -> None:
+    """A site's available patrol guards (guard -> (lat, lon), reported at)."""
+    store_guards(engine, site, at, [GuardReport(id=guard, name=guard, roles=["patrol"], state=GuardState.AVAILABLE, location=Location(lat=lat, lon=lon),
+                                                position_at=when) for guard, ((lat, lon), when) in positions.items()])
 
 
 def checkins(engine: Engine) -> list[tuple[str, str, str, datetime]]:
