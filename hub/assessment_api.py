@@ -29,7 +29,7 @@ def assessment_router(engine: Engine, config: DistrictConfig, principal: Callabl
         user: Annotated[Principal, Depends(principal)],
         period: Annotated[str, Query(description="a month (2026-11) or a year (2026), in the district's time zone")],
         community: Annotated[str | None, Query(description="only this community")] = None,
-        format: Annotated[str, Query(pattern="^(json|csv|html)$")] = "json",  # noqa: A002 (the query parameter's name)
+        format: Annotated[str, Query(pattern="^(json|csv|html)$")] = "json",
     ) -> dict[str, Any] | Response:
         """Per guard, company, site and community: incidents, offer -> accept and accept -> on scene times (median, p90),
         declines, timeouts, false alarms, patrol check-ins on time, tips, training hours, vetting; the weekly trend."""
