@@ -4,7 +4,8 @@ internet still dispatches.
 It is one more client of the site broker, like a wearable: it hears the offers and pre-alarms the edge sends each
 guard, and a guard's answer goes out as the same `Reply` a wearable publishes, into the same dispatch path. On the
 district broker it hears the patrol tasks the command centre pushes to the site's guards and sends back task answers,
-checkpoint scans and information tips (field reports), kept in order and sent again after a broken connection.
+checkpoint scans and information tips (field reports), kept in order in SQLite next to the outbox (edge/guard_app_queue.py)
+and sent again after a broken connection or an edge restart.
 Guards log in with the PIN the site file gives them; the token is keyed, so it outlives an edge restart.
 """
 
@@ -28,6 +29,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from edge.guard_app_queue import FieldQueue
 from gateway.connection import Client, stay_connected
 from guardlink import topics
 from guardlink.models import Answer, Location, Offer, PreAlarm, Reply
@@ -97,7 +99,9 @@ class TipForm(BaseModel):
 class GuardAppServer:
     """The app's HTTP server and its two broker connections; `run()` until cancelled. `ready` is set once it listens."""
 
-    def __init__(self, config: SiteConfig, *, site_broker: BrokerUrl, police_broker: BrokerUrl, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: SiteConfig, *, site_broker: BrokerUrl, police_broker: BrokerUrl, clock: Callable[[], float] = time.time, queue_path: Path | None = None,
+    ) -> None:
         assert config.guard_app is not None
         self.config, self.settings = config, config.guard_app
         self.site_broker, self.police_broker, self.clock = site_broker, police_broker, clock
@@ -106,8 +110,9 @@ class GuardAppServer:
         self.offers: dict[str, dict[str, dict[str, Any]]] = {}  # guard -> escalation -> offer (with the guard's own progress)
         self.prealarms: dict[str, dict[str, Any]] = {}  # guard -> pre-alarm (with its deadline)
         self.tasks: dict[str, PatrolTask] = {}  # task id -> latest revision
-        self.outgoing: list[tuple[str, bytes]] = []  # (topic, payload): field reports waiting for the district broker
+        self.outgoing = FieldQueue(queue_path, clock)  # field reports waiting for the district broker (None: in memory)
         self.police_changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._site_client: Client | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.url: str | None = None
@@ -117,6 +122,7 @@ class GuardAppServer:
         host, port = parse_listen(self.settings.listen)
         server = uvicorn.Server(uvicorn.Config(self.app(), host=host, port=port, log_level="warning", lifespan="off"))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the edge handles signals
+        self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(stay_connected(self.site_broker, self._site_session, identifier=f"guardlink-guard-app-{self.site}"))
             tasks.create_task(stay_connected(self.police_broker, self._police_session, identifier=f"guardlink-guard-app-{self.site}-police"))
@@ -187,15 +193,17 @@ class GuardAppServer:
         """Field reports in order; one is dropped from the queue only once the broker took it."""
         while True:
             self.police_changed.clear()
-            while self.outgoing:
-                topic, payload = self.outgoing[0]
+            while (head := await asyncio.to_thread(self.outgoing.first)) is not None:
+                sequence, topic, payload = head
                 await client.publish(topic, payload, qos=1)
-                self.outgoing.pop(0)
+                await asyncio.to_thread(self.outgoing.remove, sequence)
             await self.police_changed.wait()
 
-    def report(self, document: bytes) -> None:
-        self.outgoing.append((topics.police_field(self.district, self.site), document))
-        self.police_changed.set()
+    def report(self, report_id: str, document: bytes) -> None:
+        """Queue a field report (on disk when this returns) and wake the sender; called from the HTTP worker threads."""
+        self.outgoing.put(report_id, topics.police_field(self.district, self.site), document)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.police_changed.set)
 
     def first_time(self, answer_id: str) -> bool:
         """False for an answer id already handled (the app resends what it is not sure went out)."""
@@ -298,7 +306,7 @@ class GuardAppServer:
                 raise HTTPException(404, f"no task {task_id!r} for you")
             if self.first_time(body.id):
                 at = datetime.now(timezone.utc)
-                self.report(TaskAnswer(id=body.id, task=task_id, guard=guard, answer=body.answer, at=at).to_json())
+                self.report(body.id, TaskAnswer(id=body.id, task=task_id, guard=guard, answer=body.answer, at=at).to_json())
                 state = {"accept": TaskState.ACCEPTED, "decline": TaskState.DECLINED, "done": TaskState.DONE}[body.answer]
                 self.tasks[task_id] = task.model_copy(update={"state": state})  # until the command centre's revision comes back
             return {"status": "queued"}
@@ -306,7 +314,7 @@ class GuardAppServer:
         @app.post("/api/checkin")
         def checkin(body: Scan, guard: str = signed_in) -> dict[str, str]:
             if self.first_time(body.id):
-                self.report(ScanCheckin(id=body.id, guard=guard, code=body.code, location=body.location, at=datetime.now(timezone.utc)).to_json())
+                self.report(body.id, ScanCheckin(id=body.id, guard=guard, code=body.code, location=body.location, at=datetime.now(timezone.utc)).to_json())
             return {"status": "queued"}
 
         @app.post("/api/tips")
@@ -325,7 +333,7 @@ class GuardAppServer:
                     raise HTTPException(422, "the photo is not base64") from None
                 photo = data
             if self.first_time(body.id):
-                self.report(Tip(id=body.id, guard=guard, category=body.category, text=body.text, location=body.location,
+                self.report(body.id, Tip(id=body.id, guard=guard, category=body.category, text=body.text, location=body.location,
                                 photo=photo, photo_type=photo_type, at=datetime.now(timezone.utc)).to_json())  # type: ignore[arg-type]
             return {"status": "queued"}
 

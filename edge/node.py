@@ -21,6 +21,7 @@ from edge.callups import CallUpRelay
 from edge.dispatch import Step, command_answer
 from edge.evidence_plan import alarm_cameras
 from edge.guard_app import GuardAppServer
+from edge.guard_app_queue import field_queue_path
 from edge.homeassistant import discovery, guard_state, incidents_state
 from edge.monitor import SiteMonitor
 from edge.roster import RosterSync, roster_path
@@ -114,7 +115,8 @@ class EdgeNode:
         self.alarm_centres = AlarmCentres.for_site(config, self.outbox, clock=clock)  # SIA DC-09 receivers, each with its cursor in the outbox
         self.uploads = evidence_uploader(config.upload, outbox_path)  # evidence files to the hub, when the site file says where
         self.guard_app = (  # the guards' phone app, served on the site network (edge/guard_app.py)
-            GuardAppServer(config, site_broker=site_broker, police_broker=police_broker, clock=clock) if config.guard_app else None
+            GuardAppServer(config, site_broker=site_broker, police_broker=police_broker, clock=clock, queue_path=field_queue_path(outbox_path))
+            if config.guard_app else None
         )
         self.monitor = SiteMonitor(self)  # /metrics and telemetry; last, as it reads the parts above
         self.outbox.on_stored, self.outbox.on_delivered = self.monitor.stored, self.monitor.delivered

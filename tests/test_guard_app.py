@@ -1,12 +1,15 @@
 """The guard app in Debian's Chromium (phone viewport), served by a real `guardlink edge` (the example school with the app
 on), with a real `guardlink hub` and mosquitto: a task pushed at the hub reaches the guard's app and the acceptance comes
 back to the hub; a panic offer answered in the app makes the escalation's revision at the hub; a QR check-in and a tip
-with a photo reach the hub; a hostile tip is refused or neutralised. Screenshots in the test's tmp dir (`screenshots/`)."""
+with a photo reach the hub; a hostile tip is refused or neutralised. Screenshots in the test's tmp dir (`screenshots/`).
+Also: reports queued at an edge whose district broker is away survive the edge being killed, and go out after its restart."""
 
 from __future__ import annotations
 
 import base64
+import json
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from argon2 import PasswordHasher
@@ -23,7 +27,9 @@ from bench.servers import running_mosquitto
 from device_drivers.registry import DRIVERS
 from device_drivers.simulators import SiteSimulator
 from edge.embedded_broker import free_tcp_port
-from guardlink.siteconfig import load_site
+from edge.guard_app_queue import FieldQueue, field_queue_path
+from guardlink import topics
+from guardlink.siteconfig import BrokerUrl, load_site
 from hub.accounts import Accounts, Role
 from hub.database import make_engine, migrate
 from tests.test_console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, SCHOOL, SCHOOL_FILE, Process, district_yaml, wait_for
@@ -79,6 +85,16 @@ class Rig:
 errors: list[str] = []
 
 
+def school_with_app(workdir: Path, app_port: int) -> Path:
+    """The example school's site file with the guard app on `app_port`, written into `workdir`."""
+    site = yaml.safe_load(SCHOOL_FILE.read_text())
+    site["guard_app"] = {"listen": f"127.0.0.1:{app_port}", "pins": PINS}
+    site_file = workdir / "school.yaml"
+    site_file.write_text(yaml.safe_dump(site, allow_unicode=True))
+    shutil.copytree(REPO / "firmware_configs" / "templates", workdir.parent / "templates", dirs_exist_ok=True)  # the site file's templates
+    return site_file
+
+
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     from playwright.sync_api import sync_playwright
@@ -87,11 +103,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     shots = workdir / "screenshots"
     shots.mkdir()
     port, app_port = free_tcp_port(), free_tcp_port()
-    site = yaml.safe_load(SCHOOL_FILE.read_text())
-    site["guard_app"] = {"listen": f"127.0.0.1:{app_port}", "pins": PINS}
-    site_file = workdir / "school.yaml"
-    site_file.write_text(yaml.safe_dump(site, allow_unicode=True))
-    shutil.copytree(REPO / "firmware_configs" / "templates", workdir.parent / "templates", dirs_exist_ok=True)  # the site file's templates
+    site_file = school_with_app(workdir, app_port)
     with running_mosquitto(workdir / "mosquitto") as broker:
         district_file = workdir / "district.yaml"
         district_file.write_text(district_yaml(port, broker, workdir / "hub.db") + PATROL)
@@ -200,3 +212,50 @@ def test_hostile_tips_are_refused_at_the_app(rig: Rig) -> None:
     assert httpx.post(f"{rig.app_url}/api/tips", json=html, headers=headers).status_code == 422
     assert httpx.post(f"{rig.app_url}/api/login", json={"guard": "g-li", "pin": "9999"}).status_code == 401
     assert httpx.get(f"{rig.app_url}/api/state", headers={"Authorization": "Bearer g-li.forged"}).status_code == 401
+
+
+def test_reports_queued_at_the_edge_survive_a_kill_and_reach_the_district_broker_after_the_restart(tmp_path: Path) -> None:
+    app_port, police_port = free_tcp_port(), free_tcp_port()
+    site_file = school_with_app(tmp_path, app_port)
+    app = f"http://127.0.0.1:{app_port}"
+    with running_mosquitto(tmp_path / "site-broker") as site_broker:
+        police = BrokerUrl(host="127.0.0.1", port=police_port)  # nobody listens there yet: the district link is down
+        edge = Process(["edge", "--config", str(site_file), "--broker", str(site_broker), "--police-broker", str(police),
+                        "--outbox", str(tmp_path / "outbox.db")], tmp_path / "edge.log")
+        try:
+            edge.start("event=guard_app_listening")
+            token = httpx.post(f"{app}/api/login", json={"guard": "g-li", "pin": PINS["g-li"]}).json()["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            tip = {"id": "tip-before-kill", "category": "hazard", "text": "A loose manhole cover by the east gate"}
+            scan = {"id": "scan-before-kill", "code": f"GLCP:gate-post:{QR}"}
+            assert httpx.post(f"{app}/api/tips", json=tip, headers=headers).json() == {"status": "queued"}
+            assert httpx.post(f"{app}/api/checkin", json=scan, headers=headers).json() == {"status": "queued"}
+            edge.kill()  # SIGKILL: nothing is flushed on the way out
+            assert len(FieldQueue(field_queue_path(tmp_path / "outbox.db"))) == 2, "both reports are on disk"
+            with running_mosquitto(tmp_path / "police-broker", police_port) as police, listening(police, topics.police_field("xincheng", SCHOOL)) as heard:
+                edge.start("event=guard_app_listening")
+                wait_for(lambda: len(heard) >= 2, "the queued reports at the district broker", 30)
+                assert [(r["schema"], r["id"]) for r in heard] == [("guardlink.tip/1", "tip-before-kill"), ("guardlink.checkin/1", "scan-before-kill")]
+                assert heard[0]["guard"] == "g-li" and heard[0]["text"] == tip["text"]
+                wait_for(lambda: len(FieldQueue(field_queue_path(tmp_path / "outbox.db"))) == 0, "the queue to drain once the broker took them")
+        finally:
+            edge.stop()
+
+
+@contextmanager
+def listening(broker: BrokerUrl, topic: str) -> Iterator[list[dict]]:
+    """The JSON documents published on `topic`, as they arrive (subscribed when this enters)."""
+    heard: list[dict] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="field-listener")
+    client.on_message = lambda _c, _u, message: heard.append(json.loads(message.payload))
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10), "the listener did not subscribe"
+        yield heard
+    finally:
+        client.loop_stop()
+        client.disconnect()
