@@ -19,7 +19,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -96,6 +97,14 @@ class TipForm(BaseModel):
     photo: str | None = Field(default=None, description="a data: URL (image/jpeg, image/png or image/webp, base64)")
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn that leaves signals alone: the edge handles them (uvicorn's own handlers would take SIGTERM from it)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class GuardAppServer:
     """The app's HTTP server and its two broker connections; `run()` until cancelled. `ready` is set once it listens."""
 
@@ -120,14 +129,13 @@ class GuardAppServer:
 
     async def run(self) -> None:
         host, port = parse_listen(self.settings.listen)
-        server = uvicorn.Server(uvicorn.Config(self.app(), host=host, port=port, log_level="warning", lifespan="off"))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the edge handles signals
+        server = _QuietServer(uvicorn.Config(self.app(), host=host, port=port, log_level="warning", lifespan="off"))
         self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(stay_connected(self.site_broker, self._site_session, identifier=f"guardlink-guard-app-{self.site}"))
             tasks.create_task(stay_connected(self.police_broker, self._police_session, identifier=f"guardlink-guard-app-{self.site}-police"))
             serving = tasks.create_task(server.serve())
-            while not server.started and not serving.done():
+            while not server.started and not serving.done():  # noqa: ASYNC110  # uvicorn sets a flag, it has no event to wait on
                 await asyncio.sleep(0.02)
             if server.started:
                 bound = server.servers[0].sockets[0].getsockname()
@@ -239,7 +247,7 @@ class GuardAppServer:
         app = FastAPI(title=f"guardlink guard app: {self.config.site.name}", docs_url=None, redoc_url=None, openapi_url=None)
 
         @app.middleware("http")
-        async def limits(request: Request, call_next: Callable) -> Any:  # noqa: ANN401
+        async def limits(request: Request, call_next: Callable) -> Any:
             length = request.headers.get("content-length")
             if length and (not length.isdigit() or int(length) > BODY_MAX_BYTES):
                 return JSONResponse({"detail": f"too large: at most {BODY_MAX_BYTES} bytes"}, status_code=413)

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from gateway.connection import Client, stay_connected
 from guardlink import topics
 from guardlink.districtconfig import DistrictConfig
-from guardlink.siteconfig import BrokerUrl
 from guardlink.patrol import FieldEnvelope, ScanCheckin, TaskAnswer, Tip
+from guardlink.siteconfig import BrokerUrl
 from hub.checkins import PatrolWatch, record_checkin, scanned_point
 from hub.field_tables import TaskRow
 from hub.tasks import apply_answer
