@@ -1,23 +1,27 @@
 """Patrol points at the hub, on an injected clock (no sleeps): a dwell check-in from the guards' reported positions as the
 store keeps them, none for a guard only passing through; a QR scan as a field report; route windows judged late and missed,
-each an `alert` change on the live stream of the point's community chief and of no other community's chief."""
+each an `alert` change on the live stream of the point's community chief and of no other community's chief; the console's
+field page (Chromium) shows tasks, those alerts and the tip queue, and a tip is decided there."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from guardlink.districtconfig import DistrictConfig
 from guardlink.models import GuardReport, GuardsReport, GuardState, Location
-from guardlink.patrol import ScanCheckin
+from guardlink.patrol import ScanCheckin, TaskAnswer, Tip
 from hub.accounts import Accounts, Role
 from hub.api import create_app
 from hub.checkins import PatrolWatch, qr_text, scanned_point
@@ -26,6 +30,7 @@ from hub.field import FieldLink
 from hub.field_tables import CheckinRow
 from hub.store import Guards, store
 from hub.tables import ChangeKind, ChangeRow
+from tests.test_console import CHROMIUM, CHROMIUM_ARGS
 from tests.test_hub_api import FAST_HASHER, PASSWORD, read_events, serving
 
 EAST, WEST = "e-school", "w-factory"
@@ -231,3 +236,55 @@ def test_a_check_in_inside_the_window_is_on_time_and_alerts_nobody(hub: District
     assert "mill" not in alerted and alerted == {"gate", "yard"}
     with hub.client("west_chief") as client:
         assert client.get("/api/patrol/windows").json()[0]["outcome"] == "on_time"
+
+
+def test_the_console_field_page_shows_tasks_alerts_and_tips_and_a_tip_is_decided_there(hub: District, tmp_path: Path) -> None:
+    pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    clock = Clock(MONDAY_8 + timedelta(minutes=10))
+    watch, link = PatrolWatch(CONFIG, hub.engine, clock), FieldLink(CONFIG, hub.engine)
+    now = datetime.now(timezone.utc)
+    report_positions(hub.engine, EAST, now, {"g-li": ((GATE[0] + 0.001, GATE[1]), now), "g-wang": ((GATE[0] + 0.004, GATE[1]), now)})
+    with hub.client("east_chief") as client:
+        task = client.post("/api/tasks", json={"kind": "patrol", "target": {"point": "gate"}, "note": "Dismissal"}).json()["tasks"][0]
+    link.receive(EAST, TaskAnswer(id="answer-console-1", task=task["id"], guard=task["guard"], answer="decline", at=now).to_json())
+    _, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), (40, 80, 160), np.uint8))
+    for i, text in enumerate(("A van without plates waits by the east gate <script>alert(1)</script>", "Leaflets about a fake bank helpline")):
+        link.receive(EAST, Tip(id=f"tip-console-{i}", guard="g-wang", category="suspicious_vehicle" if i == 0 else "fraud", text=text,
+                               photo=base64.b64encode(jpeg.tobytes()).decode() if i == 0 else None, photo_type="image/jpeg" if i == 0 else None,
+                               at=now).to_json())
+    for minutes in (70, 75):  # past the window and late_s: every point of the routes missed
+        check_at(watch, clock, MONDAY_8 + timedelta(minutes=minutes))
+    from playwright.sync_api import sync_playwright
+
+    page_errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US").new_page()
+            tab.on("pageerror", lambda error: page_errors.append(str(error)))
+            tab.goto(f"{hub.url}/console/#/field")
+            tab.fill("#login-name", "east_chief")
+            tab.fill("#login-password", PASSWORD)
+            tab.click("form.login button[type=submit]")
+            tab.wait_for_selector("body[data-ready]", state="attached", timeout=15_000)
+            tab.locator("tr[data-state='declined']").wait_for(timeout=15_000)
+            assert tab.locator("tr[data-task]").count() == 2 and tab.locator("tr[data-state='offered']").count() == 1
+            assert sorted(tab.locator(".field-alerts li[data-outcome]").evaluate_all("els => els.map(e => e.dataset.point)")) == ["gate", "yard"]
+            assert tab.locator("li[data-tip]").count() == 2
+            assert "<script>" in tab.locator("li[data-tip='tip-console-0'] .tip-text").inner_text(), "shown as text, never as markup"
+            tab.locator("li[data-tip='tip-console-0'] img").evaluate("img => img.decode()")
+            shot = tmp_path / "console-field.png"
+            tab.screenshot(path=str(shot))
+            tab.locator("li[data-tip='tip-console-1'] button.reject").click()
+            tab.locator("li[data-tip='tip-console-1']").wait_for(state="detached", timeout=15_000)
+            link.receive(EAST, ScanCheckin(id="scan-console-1", guard="g-li", code=f"GLCP:gate:{QR}", at=now).to_json())  # the stream refreshes the page
+            tab.click("#language")
+            tab.locator("h2", has_text="线索队列").wait_for(timeout=15_000)
+            tab.screenshot(path=str(tmp_path / "console-field-zh.png"))
+        finally:
+            browser.close()
+    assert not page_errors, page_errors
+    with hub.client("east_chief") as client:
+        assert [t["state"] for t in client.get("/api/tips").json() if t["id"] == "tip-console-1"] == ["rejected"]

@@ -10,10 +10,11 @@ import * as incident from "./incident.js";
 import * as districtMap from "./map.js";
 import * as sites from "./sites.js";
 import * as guards from "./guards.js";
+import * as field from "./field.js";
 import * as login from "./login.js";
 import { toast } from "./toast.js";
 
-const PAGES = { board, incident, map: districtMap, sites, guards };
+const PAGES = { board, incident, map: districtMap, sites, guards, field };
 const view = document.getElementById("view");
 let unmount = null;
 let shownRoute = null;
@@ -41,6 +42,7 @@ function renderNav() {
     ["map", t("nav.map"), null],
     ["sites", t("nav.sites"), offline || null],
     ["guards", t("nav.guards"), null],
+    ["field", t("nav.field"), null],
   ];
   replace(
     document.getElementById("nav"),
@@ -160,6 +162,8 @@ async function boot() {
     if (change.kind === "command" && change.payload && change.payload.by !== (state.me && state.me.name)) {
       const p = change.payload;
       toast(t("toast.command", { by: p.by, command: t(`command.${p.command}`), id: change.key.slice(-6) }));
+    } else if (change.kind === "alert" && change.payload && change.payload.point) {
+      toast(t(`toast.${change.payload.alert === "checkin_late" ? "checkin_late" : "checkin_missed"}`, { point: change.payload.point_name || change.payload.point, route: change.payload.route_name || "" }));
     }
   });
   setInterval(tickClock, 1000);
