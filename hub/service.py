@@ -80,9 +80,15 @@ async def serve(
     intake_task = asyncio.create_task(intake.run(), name="intake")
     rosters = roster_service(config, engine, lambda: intake.client)  # the register's rosters to the sites (hub/register_publisher.py)
     rosters_task = asyncio.create_task(rosters, name="rosters") if rosters is not None else None
-    field = FieldLink(config, engine, broker if isinstance(broker, BrokerUrl) else None) if not str(broker or config.broker).startswith("nats://") else None  # tasks out, field reports in (hub/field.py)
+    # Tasks, field reports and event call-ups speak MQTT to the district broker; on a NATS cluster (issue 20) they are not
+    # wired yet, and the hub says so rather than dialling a broker that is not there.
+    on_mqtt = not str(broker or config.broker).startswith("nats://")
+    if not on_mqtt:
+        log.warning("event=hub_field_links_off reason=%r", "tasks, field reports and event call-ups need an MQTT district broker")
+    field = FieldLink(config, engine, broker if isinstance(broker, BrokerUrl) else None) if on_mqtt else None  # tasks out, field reports in (hub/field.py)
     field_task = asyncio.create_task(field.run(), name="field") if field is not None else None
-    events_task = asyncio.create_task(EventService(config, engine, broker=intake.broker if not isinstance(intake.broker, str) else None, notify=intake.notify).run(), name="events")  # call-ups (hub/events_service.py)
+    events = EventService(config, engine, broker=intake.broker if isinstance(intake.broker, BrokerUrl) else None, notify=intake.notify) if on_mqtt else None
+    events_task = asyncio.create_task(events.run(), name="events") if events is not None else None  # call-ups (hub/events_service.py)
     serving = asyncio.create_task(server.serve(), name="http")
     forwarding_task = asyncio.create_task(forwarding.run(), name="forwarding") if forwarding is not None else None
     try:
@@ -106,7 +112,8 @@ async def serve(
             rosters_task.cancel()
         if field_task is not None:
             field_task.cancel()
-        events_task.cancel()
+        if events_task is not None:
+            events_task.cancel()
         if forwarding_task is not None:
             forwarding_task.cancel()
             with suppress(asyncio.CancelledError):
