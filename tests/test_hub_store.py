@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -17,7 +18,7 @@ from bench.hub import revision
 from gateway.police import SiteNotice
 from guardlink.models import EscalationStatus, GuardReport, GuardsReport, GuardState, Location, iso
 from hub.database import Base
-from hub.store import Guards, Item, Rejected, Revision, SiteSilent, SiteStatus, Stored, store
+from hub.store import Guards, Item, Rejected, Revision, Rows, SiteSilent, SiteStatus, Stored, insert_rows, store
 from hub.tables import ChangeRow, EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
 
 NOW = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
@@ -67,6 +68,28 @@ def test_a_late_older_revision_is_kept_but_does_not_replace_the_newer_state(engi
         row = session.get(EscalationRow, "esc-1")
         assert (row.revision, row.status) == (3, "resolved")
     assert [c.payload["latest"] for c in changes(engine)] == [True, False, True]
+
+
+def test_an_older_state_written_blind_does_not_replace_the_newer_one(engine: Engine) -> None:
+    """The upsert itself keeps the newer state: a writer that did not see the newer revision (another hub worker's
+    commit in between) cannot overwrite it."""
+    t0 = time.time()
+    commit(engine, [Revision(revision("s1", "esc-1", 3, 3, at=t0 + 9, status=EscalationStatus.RESOLVED), None, NOW)])
+    commit(engine, [Revision(revision("s1", "esc-1", 1, 1, at=t0), None, NOW)])
+    with Session(engine) as session, session.begin():
+        newer = session.get(EscalationRow, "esc-1")
+        older = {c.name: getattr(newer, c.name) for c in EscalationRow.__table__.columns} | {"revision": 2, "status": "on_scene"}
+        insert_rows(session, [Rows(EscalationRow, [older], newer_than="revision")])
+    with Session(engine) as session:
+        row = session.get(EscalationRow, "esc-1")
+        assert (row.revision, row.status) == (3, "resolved")
+
+
+def test_a_document_is_stored_as_received(engine: Engine) -> None:
+    doc = revision("s1", "esc-1", 1, 1)
+    commit(engine, [Revision(doc, "c1", NOW, doc.to_json())])
+    with Session(engine) as session:
+        assert session.scalar(select(RevisionRow.document)) == json.loads(doc.to_json())
 
 
 def test_revisions_of_one_batch_and_several_escalations_commit_together(engine: Engine) -> None:
