@@ -11,7 +11,8 @@
   benchmarks, camera MQTT sources).
 
 TLS (`mqtts://`, CA file, client certificate and key) and the username and password are applied in one
-place, `_sign_in`, for all of them. Every connection sets TCP_NODELAY (`_no_delay`). The password is read from its source only there and never logged.
+place, `_sign_in`, for all of them. The password is read from its source only there and never logged.
+Every connection sets TCP_NODELAY (`_no_delay`).
 """
 
 from __future__ import annotations
