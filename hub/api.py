@@ -28,17 +28,17 @@ from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Seve
 from hub.accounts import SESSION_LIFETIME, Accounts, AuditAction, Principal
 from hub.assessment_api import assessment_router
 from hub.cap_feed import cap_router
+from hub.checkins import patrol_router
 from hub.console import console_router
 from hub.events_api import events_router
 from hub.evidence import evidence_router, uploaded_evidence
-from hub.checkins import patrol_router
 from hub.hotspots_api import hotspots_router
 from hub.login_limits import LoginLimits, retry_after
 from hub.register_api import register_router
 from hub.stream import Change, ChangeFeed
+from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RevisionRow, SiteRow
 from hub.tasks import tasks_router
 from hub.tips import tips_router
-from hub.tables import ChangeKind, ChangeRow, EscalationRow, GuardRow, RevisionRow, SiteRow
 from hub.views import (
     CommandEntry,
     CommandRequest,
@@ -150,7 +150,7 @@ def create_app(
     def visible_sites(user: Principal) -> frozenset[str] | None:
         return user.visible_sites(community_sites)
 
-    def scoped(query: Select, column: Any, user: Principal) -> Select:  # noqa: ANN401 (a column)
+    def scoped(query: Select, column: Any, user: Principal) -> Select:
         sites = visible_sites(user)
         return query if sites is None else query.where(column.in_(sites))
 
@@ -171,7 +171,7 @@ def create_app(
         return JSONResponse({"status": "ok", "district": config.district.id})
 
     @app.get("/login", response_class=HTMLResponse, tags=["public"])
-    def login_page(next: str = "/docs", error: str | None = None) -> HTMLResponse:  # noqa: A002 (the query parameter's name)
+    def login_page(next: str = "/docs", error: str | None = None) -> HTMLResponse:
         """A minimal login form (the console comes later)."""
         return HTMLResponse(_login_html(config.district.name, _local_path(next), error))
 
@@ -213,7 +213,7 @@ def create_app(
         return _me(user)
 
     @app.post("/login", include_in_schema=False)
-    def login_form(request: Request, name: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=1024)], next: Annotated[str, Form()] = "/docs") -> Response:  # noqa: A002
+    def login_form(request: Request, name: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=1024)], next: Annotated[str, Form()] = "/docs") -> Response:
         try:
             user = attempt_login(name, password, address(request))
         except TooManyFailures as exc:

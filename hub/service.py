@@ -16,8 +16,8 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.models import PoliceCommand
 from guardlink.siteconfig import BrokerUrl, parse_listen
 from hub.database import make_engine, migrate
-from hub.field import FieldLink
 from hub.events_service import EventService
+from hub.field import FieldLink
 from hub.forwarding import Forwarding
 from hub.intake import Intake
 from hub.register_publisher import roster_service
@@ -92,7 +92,7 @@ async def serve(
     serving = asyncio.create_task(server.serve(), name="http")
     forwarding_task = asyncio.create_task(forwarding.run(), name="forwarding") if forwarding is not None else None
     try:
-        while not server.started and not serving.done():
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers no event for "started"
             await asyncio.sleep(0.02)
         if server.started:
             bound = server.servers[0].sockets[0].getsockname()

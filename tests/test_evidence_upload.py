@@ -16,8 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import wait_until
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from test_hub_api import CONFIG, FAST_HASHER, NORTH, PASSWORD, SOUTH, commit, rev, serving
 
@@ -29,6 +28,8 @@ from hub.accounts import AccountError, Accounts, Role
 from hub.api import create_app
 from hub.database import make_engine, migrate
 from hub.tables import EvidenceRow
+
+from conftest import wait_until
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
 USERS = {"north_chief": (Role.CHIEF, ["north"]), "south_chief": (Role.CHIEF, ["south"]), "disp": (Role.DISPATCHER, [])}
@@ -152,7 +153,7 @@ async def test_a_tampered_upload_is_refused_and_discarded(hub: Hub, tmp_path: Pa
         }
     assert not [p for p in hub.evidence_dir.rglob("*") if p.is_file() and sha in p.name]
     # The edge's own file changed after its hash was taken: the hub refuses it, and the uploader gives up on it.
-    Path(item.path).write_bytes(b"edited on edge!!!" * 1000)
+    await asyncio.to_thread(Path(item.path).write_bytes, b"edited on edge!!!" * 1000)
     async with uploading(hub.uploader(tmp_path / "uploads.db")) as uploader:
         uploader.submit("n-1", item)
         await wait_until(lambda: uploader.refused == 1, 15, "the upload refused")

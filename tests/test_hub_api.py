@@ -35,13 +35,11 @@ from guardlink.models import (
     GuardState,
     Location,
     PoliceCommand,
-    iso,
 )
 from guardlink.siteconfig import BrokerUrl
 from hub.accounts import Accounts, AuditAction, Role
 from hub.api import SESSION_COOKIE, create_app
 from hub.database import make_engine, migrate
-from hub.login_limits import LoginLimits
 from hub.store import Guards, Item, Revision, SiteStatus, store
 from hub.tables import ChangeKind, ChangeRow
 

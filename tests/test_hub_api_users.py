@@ -9,14 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import Engine
+from test_hub_api import CONFIG, FAST_HASHER, NORTH, PASSWORD, commit, last_change, rev, serving
 
-from conftest import GUARDLINK, REPO
-from hub.accounts import Accounts, AccountError, AuditAction, Role
+from hub.accounts import AccountError, Accounts, AuditAction, Role
 from hub.api import create_app
 from hub.database import make_engine, migrate
 from hub.login_limits import LoginLimits, retry_after
 from hub.stream import GapWait
-from test_hub_api import CONFIG, FAST_HASHER, NORTH, PASSWORD, commit, last_change, rev, serving
+
+from conftest import GUARDLINK, REPO
 
 
 async def never_publish(site: str, command: object) -> None:

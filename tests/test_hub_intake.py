@@ -171,7 +171,7 @@ async def test_a_defect_in_reading_one_message_is_counted_and_the_intake_goes_on
     async with running_intake(config, engine, broker) as intake:
         read = intake._item
 
-        def defective(message):  # noqa: ANN001, ANN202 - a reader bug for one site's messages only
+        def defective(message):
             if "/s1/" in message.topic.value:
                 raise KeyError("seq")
             return read(message)
