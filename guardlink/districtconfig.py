@@ -264,6 +264,11 @@ def _alarm_centre_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]
                 yield ("alarm_centres", i, "zones", key), f"alarm centre {ident!r} numbers a device of site {site!r}, which no community has"
 
 
+def _list(value: object) -> list[Any]:
+    """A YAML list as read, or [] for anything else (its own validation reports that)."""
+    return value if isinstance(value, list) else []
+
+
 def _patrol_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
     """Point and route ids are unique; routes name defined points; a point's community is defined."""
     patrol = data.get("patrol")
@@ -271,7 +276,7 @@ def _patrol_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
         return
     communities = data.get("communities")
     known_communities = {c.get("id") for c in communities if isinstance(c, dict)} if isinstance(communities, list) else set()
-    points = patrol.get("points") if isinstance(patrol.get("points"), list) else []
+    points = _list(patrol.get("points"))
     point_ids: set[object] = set()
     for i, point in enumerate(points):
         if not isinstance(point, dict):
@@ -281,7 +286,7 @@ def _patrol_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
         point_ids.add(point.get("id"))
         if point.get("community") is not None and point.get("community") not in known_communities:
             yield ("patrol", "points", i, "community"), f"patrol point {point.get('id')!r} names community {point.get('community')!r}, which is not defined"
-    routes = patrol.get("routes") if isinstance(patrol.get("routes"), list) else []
+    routes = _list(patrol.get("routes"))
     route_ids: set[object] = set()
     for i, route in enumerate(routes):
         if not isinstance(route, dict):
@@ -289,7 +294,7 @@ def _patrol_references(data: dict[str, Any]) -> Iterator[tuple[tuple, str]]:
         if route.get("id") in route_ids:
             yield ("patrol", "routes", i, "id"), f"patrol route {route.get('id')!r} is defined twice"
         route_ids.add(route.get("id"))
-        for j, point_id in enumerate(route.get("points") if isinstance(route.get("points"), list) else []):
+        for j, point_id in enumerate(_list(route.get("points"))):
             if point_id not in point_ids:
                 known = ", ".join(str(p) for p in point_ids) or "none"
                 yield ("patrol", "routes", i, "points", j), f"route {route.get('id')!r} refers to patrol point {point_id!r}, which is not defined (defined: {known})"
