@@ -11,10 +11,12 @@ import * as districtMap from "./map.js";
 import * as sites from "./sites.js";
 import * as guards from "./guards.js";
 import * as field from "./field.js";
+import * as events from "./events.js";
+import * as assessment from "./assessment.js";
 import * as login from "./login.js";
 import { toast } from "./toast.js";
 
-const PAGES = { board, incident, map: districtMap, sites, guards, field };
+const PAGES = { board, incident, map: districtMap, sites, guards, field, events, assessment };
 const view = document.getElementById("view");
 let unmount = null;
 let shownRoute = null;
@@ -43,6 +45,8 @@ function renderNav() {
     ["sites", t("nav.sites"), offline || null],
     ["guards", t("nav.guards"), null],
     ["field", t("nav.field"), null],
+    ["events", t("nav.events"), null],
+    ["assessment", t("nav.assessment"), null],
   ];
   replace(
     document.getElementById("nav"),

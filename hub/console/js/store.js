@@ -142,7 +142,7 @@ function connect() {
       retryTimer = setTimeout(() => recover(stream), 1000);
     }
   };
-  for (const kind of ["escalation", "site", "guards", "command", "evidence", "task", "alert", "checkin", "tip"]) {
+  for (const kind of ["escalation", "site", "guards", "command", "evidence", "task", "alert", "checkin", "tip", "event"]) {
     stream.addEventListener(kind, (event) => {
       if (source !== stream) return;
       const change = JSON.parse(event.data);
