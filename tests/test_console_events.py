@@ -129,7 +129,7 @@ def test_an_event_shows_its_headcount_which_moves_live_with_check_ins_and_roll_c
         assert tab.locator("table.event-guards tbody tr").count() == 3
         tab.locator(".guard-filter button").first.click()
         shot = tmp_path / "console-events.png"
-        tab.screenshot(path=str(shot), full_page=True)
+        tab.screenshot(path=str(shot))
         if os.environ.get("CONSOLE_EVENTS_SHOT"):
             shutil.copy(shot, os.environ["CONSOLE_EVENTS_SHOT"])
 
@@ -141,6 +141,7 @@ def test_an_event_shows_its_headcount_which_moves_live_with_check_ins_and_roll_c
         # In Chinese, then the stand-down ends the event on the dispatcher's page.
         tab.click("#language")
         tab.locator("h2", has_text="各区域、各岗位人数").wait_for(timeout=WAIT_MS)
+        tab.locator(".event-page[data-loaded] .roll-call-result").wait_for(timeout=WAIT_MS)
         tab.screenshot(path=str(tmp_path / "console-events-zh.png"))
         tab.once("dialog", lambda dialog: dialog.accept())
         tab.click("button.stand-down")

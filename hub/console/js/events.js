@@ -123,8 +123,8 @@ function mountEvent(root, id) {
           h("thead", {}, h("tr", {}, ["sector", "role", "present", "confirmed", "called", "gap"].map((c) => h("th", {}, t(`events.col.${c}`))))),
           sectors)),
       h("div", { class: "panel map-panel" }, holder, legend)),
-    h("div", { class: "event-grid" },
-      h("div", { class: "panel" }, h("h2", {}, t("events.guards")), guardCounts,
+    h("div", { class: "event-grid lower" },
+      h("div", { class: "panel guards-panel" }, h("h2", {}, t("events.guards")), guardCounts,
         h("table", { class: "board event-guards" },
           h("thead", {}, h("tr", {}, ["state", "guard", "sector", "company", "distance", "answered"].map((c) => h("th", {}, t(`events.col.${c}`))))),
           guardRows),
@@ -210,12 +210,14 @@ function mountEvent(root, id) {
     }
     if (!framed) {
       const venue = L.geoJSON(event.venue, { style: { color: "#0f2a44", weight: 3, dashArray: "6 4", fill: false } }).addTo(shapes);
+      const area = L.latLngBounds([]);
       for (const s of event.sectors) {
         const shape = L.geoJSON(s.area, { style: { weight: 2, fillOpacity: 0.45 } }).addTo(shapes);
         shape.bindTooltip("", { permanent: true, direction: "center", className: "sector-label" });
         sectorShapes.set(s.id, shape);
+        area.extend(shape.getBounds());
       }
-      map.fitBounds(venue.getBounds().pad(0.08));
+      map.fitBounds((area.isValid() ? area : venue.getBounds()).pad(0.15)); // the sectors fill the view: that is where the guards are
       framed = true;
     }
     for (const [sector, shape] of sectorShapes) {
