@@ -23,7 +23,7 @@ from hub.accounts import Role
 from hub.events_store import apply_answers, record_change
 from tests.test_console import CHROMIUM, CHROMIUM_ARGS
 from tests.test_hub_api import PASSWORD
-from tests.test_patrol import District, district
+from tests.test_patrol import district
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/system-deps installs it)")

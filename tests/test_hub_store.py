@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-import hub.accounts  # noqa: F401 - its tables are part of the schema the migrations must build
+import hub.accounts
 import hub.register_tables  # noqa: F401 - so are the register's
 from bench.hub import revision
 from gateway.police import SiteNotice
