@@ -390,7 +390,7 @@ class EdgeNode:
         if ack:
             ack()  # only now may the broker forget the message
         if source is not None and source.startswith(DEVICE_SOURCE):
-            await self._confirm_to_device(source)
+            self._spawn(self._confirm_to_device(source))  # the guards' offers need not wait for it
         for step in steps:
             escalation = step.escalation
             if escalation.revision == 1:

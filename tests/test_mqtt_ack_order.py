@@ -35,24 +35,26 @@ class RecordingBroker:
     def __init__(self) -> None:
         self.pubacks: list[int] = []
         self.subscribed = asyncio.Event()
-        self._writer: asyncio.StreamWriter | None = None
+        self._writers: dict[str, asyncio.StreamWriter] = {}  # by client id, in connection order
         self._next_id = 0
 
-    async def deliver(self, topic: str, payload: bytes) -> int:
-        """Send a QoS 1 PUBLISH; returns its packet id."""
+    async def deliver(self, topic: str, payload: bytes, client: str | None = None) -> int:
+        """Send a QoS 1 PUBLISH to `client` (the first client that connected when None); returns its packet id."""
+        writer = self._writers[client] if client else next(iter(self._writers.values()))
         self._next_id += 1
         name = topic.encode()
         body = struct.pack("!H", len(name)) + name + struct.pack("!H", self._next_id) + payload
-        self._writer.write(bytes([0x32]) + _length(len(body)) + body)
-        await self._writer.drain()
+        writer.write(bytes([0x32]) + _length(len(body)) + body)
+        await writer.drain()
         return self._next_id
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
         try:
             while True:
                 kind, body = await _read_packet(reader)
-                if kind == 0x10:  # CONNECT
+                if kind == 0x10:  # CONNECT: protocol name, level, flags, keep-alive, then the client id
+                    at = 2 + struct.unpack_from("!H", body, 0)[0] + 4
+                    self._writers[body[at + 2 : at + 2 + struct.unpack_from("!H", body, at)[0]].decode()] = writer
                     writer.write(b"\x20\x02\x00\x00")
                 elif kind == 0x80:  # SUBSCRIBE: grant QoS 1 to each filter
                     count, at = 0, 2
@@ -136,8 +138,9 @@ async def test_the_edge_acknowledges_a_position_after_the_alarm_that_came_before
     """The SOS is acknowledged after its fsync; the position right behind it may not overtake it."""
     config = parse_site(SITE, "site.yaml")
     async with recording_broker() as (broker, url), running_edge(config, url, police_mosquitto, tmp_path / "outbox.db") as node:
-        alarm = await broker.deliver(topics.native_device_uplink("ack-site", "wear-a"), guardlink_wearable.sos_payload(1))
-        plain = await broker.deliver(topics.native_device_uplink("ack-site", "wear-b"), guardlink_wearable.battery_payload(1, 80))
+        edge = "guardlink-edge-ack-site"  # the edge's site session (the edge opens other connections to the site broker too)
+        alarm = await broker.deliver(topics.native_device_uplink("ack-site", "wear-a"), guardlink_wearable.sos_payload(1), edge)
+        plain = await broker.deliver(topics.native_device_uplink("ack-site", "wear-b"), guardlink_wearable.battery_payload(1, 80), edge)
         await wait_until(lambda: len(broker.pubacks) >= 2, 10, "both PUBACKs")
         assert broker.pubacks == [alarm, plain]
         assert node.incidents == 1
