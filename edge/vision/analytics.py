@@ -9,6 +9,7 @@ since they appeared count: a blob that never moves is a ghost or a lighting resi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from edge.vision.events import CameraEvent, CameraEventKind
 from edge.vision.tracker import SPLIT_REACH, Track, touches
@@ -46,10 +47,10 @@ class Analytics:
         self.zones = [(zone, ZoneShape(zone.polygon, size)) for zone in camera.watched_zones()]
         self.lines = [(line, Tripwire(line.points, size)) for line in camera.lines]
         self.margin = LINE_MARGIN * size[1]
-        self._presence: dict[tuple[int, str], _Presence] = {}
-        self._sides: dict[tuple[int, str], tuple[int, Point]] = {}
+        self._presence: dict[tuple[int | None, str], _Presence] = {}  # by (track id, zone)
+        self._sides: dict[tuple[int | None, str], tuple[int, Point]] = {}  # by (track id, line)
         self._crowds = {zone.id: _Crowd() for zone, _ in self.zones if zone.crowding is not None}
-        self._known: set[int] = set()
+        self._known: set[int | None] = set()
 
     def update(self, tracks: list[Track], t: float, frame: int) -> list[CameraEvent]:
         """Events fired by this frame's tracks."""
@@ -74,7 +75,7 @@ class Analytics:
         live = {track.id for track in tracks}
         for zone, _ in self.zones:
             if zone.crowding is not None:
-                count = sum(1 for tid in live if (p := self._presence.get((tid, zone.id))) is not None and p.present)
+                count = len([tid for tid in live if (p := self._presence.get((tid, zone.id))) is not None and p.present])
                 event = self._crowding(zone, count, t, frame)
                 if event is not None:
                     events.append(event)
@@ -85,7 +86,7 @@ class Analytics:
         self._known &= live
         return events
 
-    def _inherit(self, child: int, parent: int) -> None:
+    def _inherit(self, child: int | None, parent: int) -> None:
         """A track that split off another (two people walking together, then apart) has been where the other was."""
         for (tid, zone), presence in list(self._presence.items()):
             if tid == parent:
@@ -94,7 +95,7 @@ class Analytics:
             if tid == parent:
                 self._sides[(child, line)] = side
 
-    def _event(self, kind: CameraEventKind, t: float, frame: int, track: Track | None = None, **fields: object) -> CameraEvent:
+    def _event(self, kind: CameraEventKind, t: float, frame: int, track: Track | None = None, **fields: Any) -> CameraEvent:
         box = None
         if track is not None:
             x, y, w, h = track.box
@@ -157,6 +158,7 @@ class Analytics:
 
     def _crowding(self, zone: CameraZone, count: int, t: float, frame: int) -> CameraEvent | None:
         rule, crowd = zone.crowding, self._crowds[zone.id]
+        assert rule is not None  # asked only for zones with a crowding rule
         if count <= rule.max_objects:
             crowd.above_since, crowd.fired = None, False
             return None

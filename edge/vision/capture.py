@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -247,6 +247,7 @@ class FfmpegSource:
         self._socket.close()
 
     def _drain_stderr(self) -> None:
+        assert self._process.stderr is not None  # started with stderr=PIPE
         for line in self._process.stderr:
             self._stderr = [*self._stderr[-20:], line]
 
@@ -276,6 +277,8 @@ class JpegDecoder:
             full = image.shape[0] * 8
             self._flag = _REDUCED[next((r for r in (8, 4, 2) if full // r >= self.rows), 1)]
             image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), self._flag)
+            if image is None:
+                return None
             self.shape = image.shape
         return image
 
@@ -294,11 +297,11 @@ class JpegDecoder:
 class _JpegSource:
     """Shared by the JPEG sources: the first image fixes the frame size; each JPEG also goes to the ring."""
 
-    fps = None
+    fps: float | None = None
 
     def __init__(self, rows: int, camera: CameraSettings, ring: JpegSink | None, clock: Callable[[], float]) -> None:
         self.camera = camera
-        self.shape = (0, 0)
+        self.shape: tuple[int, int] = (0, 0)
         self._decoder = JpegDecoder(rows)
         self._ring = ring
         self._clock = clock
@@ -311,6 +314,7 @@ class _JpegSource:
             self.close()
             raise SourceError(f"camera {self.camera.id!r}: no JPEG image from {self.describe()}")
         self._pending = first
+        assert self._decoder.shape is not None  # set by the first decode
         self.shape = self._decoder.shape
 
     def read_into(self, out: np.ndarray) -> bool:
@@ -330,6 +334,9 @@ class _JpegSource:
     def _next_jpeg(self) -> bytes | None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        raise NotImplementedError
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -341,7 +348,7 @@ class HttpMjpegSource(_JpegSource):
         super().__init__(rows, camera, ring, clock)
         self.url = url
         self._response: http.client.HTTPResponse | None = None
-        self._parts = iter(())
+        self._parts: Iterator[bytes] = iter(())
 
     def describe(self) -> str:
         return self.url
@@ -380,7 +387,7 @@ class MqttJpegSource(_JpegSource):
         self._client = threaded_client(broker, client_id=f"guardlink-camera-{camera.id}")
         self._client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=0)
         self._client.on_message = self._arrived
-        self._client.reconnect_delay_set(0.5, 10)
+        self._client.reconnect_delay_set(1, 10)
 
     def describe(self) -> str:
         return f"topic {self.topic!r} on {self.broker} within {CONNECT_TIMEOUT_S:.0f} s"
@@ -434,6 +441,7 @@ class OpenCvSource:
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
     def read_into(self, out: np.ndarray) -> bool:
+        assert self._capture is not None  # opened by start()
         ok, frame = self._capture.read()
         if not ok:
             return False

@@ -21,6 +21,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 RING_SLACK_S = 3.0  # kept beyond before_s + after_s, for frames that arrive late
 SNAPSHOT_WAIT_S = 1.0  # how long a snapshot waits for the ring to hold the event's frame
 BOX_COLOUR = (0, 0, 255)
-_CLOSE = object()
 
 
 class FrameRing:
@@ -107,17 +107,20 @@ def write_clip(frames: list[tuple[float, bytes]], path: Path, camera: str) -> Ev
         if result.returncode != 0:
             raise ValueError(f"ffmpeg could not write the clip: {result.stderr.decode(errors='replace').strip()[-300:]}")
     else:
-        first = cv2.imdecode(np.frombuffer(frames[0][1], np.uint8), cv2.IMREAD_COLOR)
-        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), rate, (first.shape[1], first.shape[0]))
-        for _, jpeg in frames:
-            writer.write(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+        decoded = [cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) for _, jpeg in frames]
+        images = [image for image in decoded if image is not None]  # a JPEG of our own ring: None would be a defect
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*"mp4v"), rate, (images[0].shape[1], images[0].shape[0]))
+        for image in images:
+            writer.write(image)
         writer.release()
     data = partial.read_bytes()
     partial.unlink()
     return _store(data, path, "clip", "video/mp4", camera, frames[0][0], frames[-1][0])
 
 
-def _store(data: bytes, path: Path, kind: str, media_type: str, camera: str, start: float, end: float) -> Evidence:
+def _store(
+    data: bytes, path: Path, kind: Literal["snapshot", "clip"], media_type: Literal["image/jpeg", "video/mp4"], camera: str, start: float, end: float,
+) -> Evidence:
     """Write durably: temporary name, fsync, rename, fsync of the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -148,7 +151,7 @@ class EvidenceWriter:
         self.directory = directory / camera.id
         self.report = report
         self.clock = clock
-        self._requests: queue.Queue[tuple[str, float, tuple | None] | object] = queue.Queue()
+        self._requests: queue.Queue[tuple[str, float, tuple | None] | None] = queue.Queue()  # None: close
         self._clips: list[tuple[float, str, float]] = []  # (due, ref, event time)
         self._thread = threading.Thread(target=self._run, name=f"evidence-{camera.id}", daemon=True)
         self._thread.start()
@@ -159,7 +162,7 @@ class EvidenceWriter:
 
     def close(self) -> None:
         """Finish what is due now and stop (clips not yet due are abandoned)."""
-        self._requests.put(_CLOSE)
+        self._requests.put(None)
         self._thread.join(10)
 
     def _run(self) -> None:
@@ -170,7 +173,7 @@ class EvidenceWriter:
             except queue.Empty:
                 pass
             else:
-                if item is _CLOSE:
+                if item is None:
                     return
                 self._guarded(self._snapshot, *item)
             while self._clips and self._clips[0][0] <= self.clock():

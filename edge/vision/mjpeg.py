@@ -57,7 +57,7 @@ def jpeg_parts(stream: BinaryIO, boundary: str | None = None) -> Iterator[bytes]
 
 
 def _headers(stream: BinaryIO) -> dict[str, str]:
-    headers = {}
+    headers: dict[str, str] = {}
     for _ in range(MAX_HEADER_LINES):
         line = stream.readline(1024)
         if not line.strip():

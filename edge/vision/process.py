@@ -70,6 +70,7 @@ class CameraProcess:
                     limit=1 << 20, env=self.env,
                 )
                 self.starts += 1
+                assert self._process.stdout is not None  # started with stdout=PIPE
                 async for line in self._process.stdout:
                     self._received(line)
                 code = await self._process.wait()

@@ -85,6 +85,7 @@ class TamperDetector:
 
     def _correlation(self, blurred: np.ndarray, mean: float, deviation: float) -> float:
         """Pearson correlation of the frame with the reference view (1: the same layout, lighting aside)."""
+        assert self.reference is not None  # set before anything is compared with it
         reference_mean, reference_deviation = (float(v[0, 0]) for v in cv2.meanStdDev(self.reference))
         if deviation < 1 or reference_deviation < 1:
             return 0.0
@@ -94,6 +95,7 @@ class TamperDetector:
 
     def _clear(self) -> tuple[str, bool]:
         cleared, self.state = self.state, None
+        assert cleared is not None  # only a raised tamper is cleared
         return cleared, False
 
     def _judge(self, contrast: float, sharpness: float, similarity: float) -> str | None:

@@ -86,7 +86,7 @@ class Tracker:
         for di, box in enumerate(detections):
             if di in matched_detections:
                 continue
-            x, y, w, h = box = tuple(float(v) for v in box)
+            x, y, w, h = box = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
             parent = next((tr for tr in survivors if tr.id is not None and touches(box, tr.box, SPLIT_REACH)), None)
             survivors.append(
                 Track(
