@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
 
+from bench.hub import revision
 from guardlink import topics
 from guardlink.ids import uuid7
 from guardlink.models import (
@@ -28,13 +29,8 @@ from guardlink.models import (
     GuardReport,
     GuardsReport,
     GuardState,
-    Incident,
-    IncidentKind,
     Location,
     Receipt,
-    Severity,
-    SiteRef,
-    iso,
 )
 from guardlink.siteconfig import BrokerUrl
 
@@ -175,14 +171,8 @@ class Fleet:
 
 
 def escalation(site: str, district: str, escalation_id: str, number: int, at: float) -> Escalation:
-    """Revision `number` of a panic at `site`."""
-    where = Location(lat=40.0 + random.random() / 10, lon=111.0 + random.random() / 10)
-    return Escalation(
-        id=escalation_id, revision=number, sequence=number,
-        site=SiteRef(id=site, name=f"Site {site}", district=district, location=where),
-        incident=Incident(kind=IncidentKind.PANIC, severity=Severity.CRITICAL, device="btn-1", zone="gate", location=where, detected_at=iso(at)),
-        assignments=[], status=STATUSES[min(number, len(STATUSES)) - 1], guards_needed=1, issued_at=iso(at),
-    )
+    """Revision `number` of a panic at `site`, its status moving on with each revision."""
+    return revision(site, escalation_id, number, number, district_id=district, at=at, status=STATUSES[min(number, len(STATUSES)) - 1])
 
 
 def guards_report(site: str, guards: int, at: float) -> GuardsReport:
