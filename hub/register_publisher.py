@@ -55,9 +55,12 @@ class RosterPublisher:
         self.clock = clock
         self.poll_s = poll_s
         self.published = 0
+        self.derived_sites = 0  # how many sites' rosters the last derivation read from the register
         self.versions: dict[str, int] = {}  # the version last published per site
         self._pending: dict[str, bytes] = {}  # signed, not yet taken by the broker
         self._listed: dict[str, str] = {}  # guard -> the site whose last roster lists them
+        self._site_lists: dict[str, set[str]] = {}  # site -> the guards its last roster lists
+        self._derived: dict[str, datetime] = {}  # guards changed within the margin whose change was derived: their updated_at
         self._changed_since: datetime | None = None  # guards changed after this were not derived yet (None: derive every site)
 
     async def run(self) -> None:
@@ -104,11 +107,16 @@ class RosterPublisher:
         district = self.config.district.id
         signed: dict[str, bytes] = {}
         with Session(self.engine) as session, session.begin():
-            sites = None if every or self._changed_since is None else self._changed_sites(session) | set(requested or ())
+            if every or self._changed_since is None:
+                self._derive_all(session, now)
+                sites = None
+            else:
+                sites = self._changed_sites(session) | set(requested or ())
             rosters = site_rosters(session, self.config, district_today(self.config, now), sites)
+            self.derived_sites = len(rosters)
             rows = {row.site: row for row in session.scalars(select(RosterRow))}
             for site, guards in rosters.items():
-                self._listed = {g: s for g, s in self._listed.items() if s != site} | {g.id: site for g in guards}
+                self._list(site, {g.id for g in guards})
                 row, sha = rows.get(site), digest(guards)
                 if row is None:
                     row = RosterRow(site=site, version=0, sha256="", guards=0, requested=False)
@@ -124,18 +132,33 @@ class RosterPublisher:
                 self.versions[site] = row.version
                 if changed:
                     log.info("event=roster_signed site=%s version=%d guards=%d", site, row.version, len(guards))
-            if every or self._changed_since is None:
-                self._changed_since = session.scalar(select(func.max(RegisteredGuard.updated_at))) or now
             if requested:  # a site no longer placed: nothing to send, nothing more asked
                 session.execute(update(RosterRow).where(RosterRow.site.in_(requested)).values(requested=False))
         return signed
 
+    def _list(self, site: str, guards: set[str]) -> None:
+        """Remember that `site`'s roster now lists `guards`."""
+        for guard in self._site_lists.pop(site, set()) - guards:
+            if self._listed.get(guard) == site:
+                del self._listed[guard]
+        self._site_lists[site] = guards
+        self._listed.update(dict.fromkeys(guards, site))
+
+    def _derive_all(self, session: Session, now: datetime) -> None:
+        """Every guard counts as derived (read before the rosters are, so nothing committed meanwhile is taken as seen)."""
+        self._changed_since = session.scalar(select(func.max(RegisteredGuard.updated_at))) or now
+        recent = select(RegisteredGuard.id, RegisteredGuard.updated_at).where(RegisteredGuard.updated_at >= self._changed_since - CHANGE_MARGIN)
+        self._derived = {row.id: row.updated_at for row in session.execute(recent)}
+
     def _changed_sites(self, session: Session) -> set[str]:
         """Sites whose roster a guard changed since the last derivation may change: where the guard is posted now, and
         where the last roster listed them. Timestamps are the writers'; a margin covers a transaction committed late
-        (and the full cycle every `roster_every_s` covers anything else)."""
+        (and the full cycle every `roster_every_s` covers anything else). A change already derived is not derived again
+        while it stays within the margin, so a bulk import costs one derivation of its sites, not one per poll."""
         since = self._changed_since - CHANGE_MARGIN
-        changed = session.execute(select(RegisteredGuard.id, RegisteredGuard.site, RegisteredGuard.updated_at).where(RegisteredGuard.updated_at >= since)).all()
+        recent = session.execute(select(RegisteredGuard.id, RegisteredGuard.site, RegisteredGuard.updated_at).where(RegisteredGuard.updated_at >= since)).all()
+        changed = [row for row in recent if self._derived.get(row.id) != row.updated_at]
+        self._derived = {row.id: row.updated_at for row in recent}
         self._changed_since = max([self._changed_since, *(row.updated_at for row in changed)])
         placed = set(self.config.sites())
         return {site for row in changed for site in (row.site, self._listed.get(row.id)) if site in placed}

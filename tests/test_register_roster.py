@@ -232,6 +232,25 @@ async def test_a_guard_whose_vetting_ends_gets_no_new_offers_within_one_roster_c
     engine.dispose()
 
 
+def test_after_a_bulk_import_a_change_derives_only_the_sites_it_touches(tmp_path) -> None:
+    sites = [f"site-{n:02d}" for n in range(20)]
+    engine = register(tmp_path, guards(400, 2, sites, date.today()))  # every guard changed just now
+    published: list[str] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        published.append(topic)
+
+    publisher = RosterPublisher(district(sites), engine, KEY, publish)
+    assert len(publisher.derive(every=True)) == 20 and publisher.derived_sites == 20
+    publisher.derive()
+    assert publisher.derived_sites == 0, "the import was derived already, though it is within the margin for late commits"
+    with Session(engine) as session, session.begin():
+        edit_guard(session, "g-00005", {"site": "site-11"}, sites=sites, actor="test", address=None, now=datetime.now(timezone.utc))
+    changed = publisher.derive()
+    assert publisher.derived_sites == 2 and set(changed) == {"site-05", "site-11"}, "where the guard was listed and where they are posted now"
+    engine.dispose()
+
+
 async def test_a_forged_or_tampered_roster_is_refused_and_reported_and_the_last_good_one_survives_a_restart(school, mosquitto, recorder, tmp_path) -> None:
     config = with_roster_key(school)
     applied = recorder(mosquitto, topics.police_roster_applied(DISTRICT, SCHOOL))

@@ -213,6 +213,33 @@ def test_latest_frame_slot_hands_over_the_newest_frame_and_counts_the_dropped():
     assert t == 9.0 and (frame == 9).all()
 
 
+def test_a_paced_slot_hands_over_every_frame_in_order_and_its_writer_waits_for_the_reader():
+    slot = LatestFrame(paced=True)
+
+    def write() -> None:
+        for t in range(200):
+            slot.writable((2, 2)).fill(t % 256)
+            slot.publish(float(t))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = []
+    while len(seen) < 200:
+        frame, t = slot.take(5)
+        assert (frame == int(t) % 256).all()
+        seen.append(t)
+    writer.join(5)
+    assert seen == [float(t) for t in range(200)] and slot.dropped == 0
+
+    blocked = threading.Thread(target=lambda: (slot.writable((2, 2)).fill(1), slot.publish(1.0)))
+    blocked.start()
+    blocked.join(0.2)
+    assert blocked.is_alive()  # nobody took the frame: the writer waits
+    slot.close()
+    blocked.join(5)
+    assert not blocked.is_alive()  # closing the slot releases it
+
+
 def test_frame_ring_keeps_its_rate_and_length():
     ring = FrameRing(seconds=2.0, fps=5)
     for i in range(100):

@@ -60,15 +60,17 @@ class CameraWorker:
         evidence_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         full_speed: bool = False,
+        stats_every_s: float = STATS_EVERY_S,
     ) -> None:
         """`full_speed` decodes a file source as fast as it goes, looping (benchmarks); else at its own rate, as a camera."""
         self.camera = camera
         self.full_speed = full_speed
+        self.stats_every_s = stats_every_s
         self.emit = emit
         self.broker = broker
         self.clock = clock
         self.stop = threading.Event()
-        self.slot = LatestFrame()
+        self.slot = LatestFrame(paced=full_speed)  # a file at full speed goes at analysis's pace, each frame analysed
         self.ring: FrameRing | None = None
         self.evidence: EvidenceWriter | None = None
         if evidence_dir is not None:
@@ -143,13 +145,13 @@ class CameraWorker:
     def _analyse(self) -> None:
         pipeline: CameraPipeline | None = None
         last_frame = self.clock()
-        stats_at = last_frame - STATS_EVERY_S + 1.0  # the first report after a second, the next every STATS_EVERY_S
+        stats_at = last_frame - self.stats_every_s + min(1.0, self.stats_every_s)  # the first report after a second at most
         online: bool | None = None  # not known until the first frame or the first silence
         frames, moved, cpu_at = 0, 0.0, self._cpu_seconds()
         while not self.stop.is_set():
             taken = self.slot.take(TAKE_TIMEOUT_S)
             now = self.clock()
-            if now - stats_at >= STATS_EVERY_S:
+            if now - stats_at >= self.stats_every_s:
                 cpu = self._cpu_seconds()
                 self._stats(frames / (now - stats_at), moved / frames if frames else 0.0, 100 * (cpu - cpu_at) / (now - stats_at))
                 stats_at, frames, moved, cpu_at = now, 0, 0.0, cpu
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = CameraWorker(
         camera, emit, broker=BrokerUrl.model_validate(args["broker"]) if args.get("broker") else None,
         evidence_dir=Path(args["evidence_dir"]) if args.get("evidence_dir") else None, full_speed=bool(args.get("full_speed")),
+        stats_every_s=float(args.get("stats_every_s", STATS_EVERY_S)),
     )
     log.info("event=camera_worker_started camera=%s priority=%r", camera.id, priority)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
