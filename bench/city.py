@@ -95,12 +95,15 @@ class Fleet:
             else:
                 ready.set()
 
-        def disconnected(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
-            broker = self.brokers[next(turn) % len(self.brokers)]  # the next node: the one we were on may be gone
+        def next_node(c: mqtt.Client, *_: object) -> None:
+            """Reconnect to the next node: the one we were on may be gone. Also when a connection attempt fails, or a client
+            that rotated onto a dead node would try that node for ever (paho retries the same host)."""
+            broker = self.brokers[next(turn) % len(self.brokers)]
             c._host, c._port = broker.host, broker.port  # paho's setters refuse while its socket is still being closed
 
         client.on_connect = connected
-        client.on_disconnect = disconnected
+        client.on_disconnect = next_node
+        client.on_connect_fail = next_node
         client.on_subscribe = lambda c, u, mid, codes, p: ready.set()
         client.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         broker = self.brokers[next(turn) % len(self.brokers)]
