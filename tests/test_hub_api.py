@@ -41,6 +41,7 @@ from hub.accounts import Accounts, AuditAction, Role
 from hub.api import SESSION_COOKIE, create_app
 from hub.database import make_engine, migrate
 from hub.store import Guards, Item, Revision, SiteStatus, store
+from hub.stream import ChangeFeed
 from hub.tables import ChangeKind, ChangeRow
 
 DISTRICT = "apitest"
@@ -369,6 +370,24 @@ def test_the_stream_resumes_after_a_disconnect_with_last_event_id_missing_and_re
     assert ids == list(range(start + 1, live_last + 1)), "every change once, in order"
     assert [(e["key"], e["payload"]["revision"]) for e in seen + resumed] == [("stream-a", 1), ("stream-b", 1), ("stream-a", 2), ("stream-c", 1), ("stream-d", 1)]
     assert seen[0]["event"] == "escalation" and seen[0]["site"] == NORTH
+
+
+async def test_the_change_feed_moves_on_without_reading_rows_while_nobody_listens_and_hands_out_every_row_once_one_does(hub: Hub) -> None:
+    feed = ChangeFeed(hub.engine)
+    feed.start_position()
+    unread = commit(hub.engine, [rev(NORTH, "feed-a", 1), rev(SOUTH, "feed-b", 1)])
+    rows_read: list[int] = []
+    read = feed.read
+    feed.read = lambda after, upto, limit: rows_read.append(after) or read(after, upto, limit)  # type: ignore[method-assign]
+    await feed._deliver()
+    assert feed.upto == unread and rows_read == [], "nobody listens: ids only"
+    async with feed.subscribe() as (upto, queue):
+        assert upto == unread
+        last = commit(hub.engine, [rev(NORTH, "feed-a", 2, EscalationStatus.ASSIGNED)])
+        await feed._deliver()
+        change = queue.get_nowait()
+        assert (change.id, change.key, change.payload["revision"]) == (last, "feed-a", 2) and queue.empty()
+    assert rows_read == [unread]
 
 
 def test_a_chief_stream_carries_only_their_communities(hub: Hub) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -225,3 +226,18 @@ async def test_a_police_command_reaches_an_edge_that_was_away(cluster: NatsClust
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         engine.dispose()
+
+
+def test_the_nats_hub_benchmark_reports_every_figure_it_promises() -> None:
+    """`guardlink bench hub --engine nats --json`, small: its own cluster, PostgreSQL and workers; figures, not speeds."""
+    from conftest import GUARDLINK, REPO
+
+    result = subprocess.run(
+        [*GUARDLINK, "bench", "hub", "--engine", "nats", "--json", "--revisions", "2000", "--sites", "2000", "--seconds", "8", "--connections", "4"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    for key in ("stored_per_s_1", "stored_per_s_2", "scaling_2_workers", "messages_per_s", "lag_p99_ms"):
+        assert isinstance(figures[key], (int, float)) and figures[key] > 0, key
+    assert figures["sites_simulated"] == 2000 and figures["unreceipted"] == 0 and figures["escalation_revisions"] > 0
