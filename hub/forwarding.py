@@ -13,10 +13,7 @@ committed is then visible, and what is still missing was rolled back (or deleted
 is skipped, however long its transaction took.
 
 One forwarder per district: hub workers sharing a database (hub/intake_nats.py) each run this, but only the one holding
-the forwarding lock sends; the others wait and take over when it goes. PostgreSQL: a session advisory lock on a
-connection of its own (the server drops it when the worker dies or the connection breaks, and the worker, checking its
-connection, stops forwarding at once). SQLite: an flock on `<database>.forwarding.lock` (dropped by the kernel when the
-process dies).
+the forwarding lock (hub/leader.py) sends; the others wait and take over when it goes.
 """
 
 from __future__ import annotations
@@ -26,22 +23,20 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from gateway.dc09_transmitter import AlarmCentres, CentreLink, Cursor
-from gateway.lock import InUse, ProcessLock
 from guardlink.districtconfig import DistrictConfig
 from guardlink.models import Escalation
+from hub.leader import DistrictLock, while_leader
 from hub.tables import ChangeKind, ChangeRow, ForwardingCursorRow, RevisionRow
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often the store is read for revisions other workers committed (this worker's own commits wake it at once)
-LOCK_RETRY_S = 2.0  # a worker without the forwarding lock tries again this often (and a forwarder checks it still holds it)
 
 
 class StoreSource:
@@ -139,66 +134,13 @@ def _snapshot(db: Session, bound: str) -> int:
     return int(db.scalar(text(f"SELECT pg_snapshot_{bound}(pg_current_snapshot())::text::bigint")))
 
 
-class LockLost(Exception):
-    """The forwarding lock's connection broke: another worker may forward now."""
-
-
-class ForwardingLock:
-    """The district's one forwarder: a PostgreSQL session advisory lock, else an flock next to the SQLite file."""
-
-    def __init__(self, engine: Engine, district: str) -> None:
-        self.engine = engine
-        self.key = f"guardlink-forwarding-{district}"
-        self._connection: Connection | None = None
-        database = engine.url.database
-        sqlite_file = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
-        self._file = ProcessLock(Path(f"{database}.forwarding")) if sqlite_file else None
-
-    def acquire(self) -> bool:
-        """Take the lock if no other worker holds it (blocking I/O: call off the loop)."""
-        if self.engine.dialect.name == "postgresql":
-            connection = self.engine.connect()
-            held = bool(connection.scalar(text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": self.key}))
-            connection.commit()  # a session lock outlives the transaction
-            if held:
-                self._connection = connection
-            else:
-                connection.close()
-            return held
-        if self._file is not None:
-            try:
-                self._file.acquire()
-            except InUse:
-                return False
-        return True
-
-    def check(self) -> None:
-        """LockLost when the lock's connection no longer works (the server released the lock with it)."""
-        if self._connection is not None:
-            try:
-                self._connection.execute(text("SELECT 1"))
-                self._connection.commit()
-            except Exception as exc:
-                raise LockLost(f"the forwarding lock's connection broke: {exc}") from exc
-
-    def release(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()  # the session ends: PostgreSQL lets go of its advisory locks
-            except Exception:
-                pass
-            self._connection = None
-        if self._file is not None:
-            self._file.release()
-
-
 class Forwarding:
     """The district file's alarm centres, fed from the hub's store by whichever worker holds the forwarding lock."""
 
     def __init__(self, config: DistrictConfig, engine: Engine, *, clock: Callable[[], float] = time.time, poll_s: float = POLL_S) -> None:
         self.source = StoreSource(engine, poll_s=poll_s)
         self.centres = AlarmCentres([CentreLink(centre, self.source, zones=dict(centre.zones), users={}, clock=clock) for centre in config.alarm_centres])
-        self.lock = ForwardingLock(engine, config.district.id)
+        self.lock = DistrictLock(engine, config.district.id, "forwarding")
         self.forwarding = False
 
     def committed(self, *_: object) -> None:
@@ -212,30 +154,15 @@ class Forwarding:
         """Forward until cancelled, while this worker holds the lock; KeyUnavailable at once when a centre's key cannot be read."""
         for link in self.centres.links:
             link.centre.secret_key()
-        waiting_logged = False
-        while True:
-            if not await asyncio.to_thread(self.lock.acquire):
-                if not waiting_logged:
-                    log.info("event=forwarding_standby reason=%r", "another hub worker forwards to the alarm centres")
-                    waiting_logged = True
-                await asyncio.sleep(LOCK_RETRY_S)
-                continue
-            waiting_logged = False
-            try:
-                await self.centres.open()
-                log.info("event=forwarding_started centres=%s", ",".join(str(link.centre) for link in self.centres.links))
-                self.forwarding = True
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self.source.poll())
-                    tasks.create_task(self.centres.run())
-                    tasks.create_task(self._keep_checking())
-            except* LockLost as lost:
-                log.error("event=forwarding_stopped reason=%r", str(lost.exceptions[0]))
-            finally:
-                self.forwarding = False
-                await asyncio.to_thread(self.lock.release)
+        await while_leader(self.lock, self._forward, standby_reason="another hub worker forwards to the alarm centres")
 
-    async def _keep_checking(self) -> None:
-        while True:
-            await asyncio.sleep(LOCK_RETRY_S)
-            await asyncio.to_thread(self.lock.check)
+    async def _forward(self) -> None:
+        await self.centres.open()
+        log.info("event=forwarding_started centres=%s", ",".join(str(link.centre) for link in self.centres.links))
+        self.forwarding = True
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.source.poll())
+                tasks.create_task(self.centres.run())
+        finally:
+            self.forwarding = False

@@ -107,7 +107,7 @@ def test_hub_killed_with_unsent_alarms_delivers_each_exactly_once_after_restart(
 
 
 async def test_only_one_worker_forwards_and_another_takes_over_where_it_stopped(database_url, tmp_path, monkeypatch):
-    monkeypatch.setattr("hub.forwarding.LOCK_RETRY_S", 0.2)
+    monkeypatch.setattr("hub.leader.LOCK_RETRY_S", 0.2)
     engine = make_engine(database_url)
     await asyncio.to_thread(migrate, engine)
 
