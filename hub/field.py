@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.connection import Client, stay_connected
@@ -38,20 +39,27 @@ class FieldLink:
         self.district = config.district.id
         self.refused = 0
         self.patrol = PatrolWatch(config, engine)
+        self.client: Client | None = None  # while connected: the district's other MQTT work may publish through it (rosters)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             if self.patrol.enabled:
                 tasks.create_task(self.patrol.run())
-            tasks.create_task(stay_connected(self.broker, self._session, identifier=f"guardlink-hub-{self.district}-field"))
+            # A persistent session, each report acknowledged once stored: reports sent while the hub is away or restarting wait for it.
+            tasks.create_task(stay_connected(self.broker, self._session, identifier=f"guardlink-hub-{self.district}-field", clean_session=False, manual_ack=True))
 
     async def _session(self, client: Client) -> None:
         await client.subscribe(topics.police_field(self.district, "+"), qos=1)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._publish(client))
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                await asyncio.to_thread(self.receive, message.topic.value.split("/")[-2], payload)
+        self.client = client
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._publish(client))
+                async for message in client.messages:
+                    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                    await asyncio.to_thread(self.receive, message.topic.value.split("/")[-2], payload)
+                    client.ack(message)
+        finally:
+            self.client = None
 
     async def _publish(self, client: Client) -> None:
         while True:
@@ -73,7 +81,8 @@ class FieldLink:
                 row.published = revision
 
     def receive(self, site: str, payload: bytes) -> None:
-        """One field report from `site`: stored, or refused (counted and logged with the reason)."""
+        """One field report from `site`: stored, or refused (counted and logged with the reason); OperationalError when the
+        database is unreachable (nothing stored: try again)."""
         try:
             if len(payload) > REPORT_MAX_BYTES:
                 raise TipRefused(f"{len(payload)} bytes; at most {REPORT_MAX_BYTES}")
@@ -89,9 +98,14 @@ class FieldLink:
                     record_checkin(session, self.config, point, site, report.guard, "qr", report.at, report.id)
                 elif isinstance(report, Tip):
                     store_tip(session, self.config, site, report, now)
+        except OperationalError:
+            raise  # the database is away: the report stays unacknowledged and comes again
         except (ValidationError, TipRefused, ValueError) as exc:
             self.refused += 1
             log.warning("event=field_report_refused site=%s bytes=%d reason=%r", site, len(payload), str(exc)[:300])
+        except Exception:  # a defect in handling this one report: refused and logged, never a stop of the field link
+            self.refused += 1
+            log.exception("event=field_report_failed site=%s bytes=%d", site, len(payload))
 
 
 def _json(document: dict) -> bytes:

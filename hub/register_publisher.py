@@ -15,10 +15,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, func, select, update
@@ -182,8 +181,8 @@ def roster_key(config: DistrictConfig) -> Ed25519PrivateKey | None:
     return load_private_key(Path(path).expanduser()) if path else None
 
 
-def roster_service(config: DistrictConfig, engine: Engine, client: Callable[[], object | None]) -> Coroutine[Any, Any, None] | None:
-    """The publisher over the hub's district broker connection (`client()`: the intake's, None while disconnected); None when
+def roster_service(config: DistrictConfig, engine: Engine, client: Callable[[], object | None]) -> RosterPublisher | None:
+    """The publisher over a district broker connection (`client()`: the MQTT client, None while disconnected); None when
     the district file names no signing key. A key that cannot be loaded raises here, before the hub starts."""
     key = roster_key(config)
     if key is None:
@@ -196,4 +195,4 @@ def roster_service(config: DistrictConfig, engine: Engine, client: Callable[[], 
             raise ConnectionError("the hub is not connected to the district broker")
         await connected.publish(topic, payload, qos=1, retain=True)  # type: ignore[attr-defined]
 
-    return RosterPublisher(config, engine, key, publish).run()
+    return RosterPublisher(config, engine, key, publish)

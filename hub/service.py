@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any
 
@@ -20,6 +21,7 @@ from hub.events_service import EventService
 from hub.field import FieldLink
 from hub.forwarding import Forwarding
 from hub.intake import Intake
+from hub.leader import DistrictLock, while_leader
 from hub.register_publisher import roster_service
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,55 @@ def make_intake(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str 
     return Intake(config, engine, broker=url, on_commit=on_commit)
 
 
+async def keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """`run()` again after it fails (the database restarting, a defect), logged with its traceback, after 1 s doubling to
+    30 s (back to 1 s once it ran a minute): one service's failure neither stops the hub nor ends that service for good."""
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except Exception:
+            if time.monotonic() - started >= 60:
+                delay = 1.0
+            log.exception("event=service_failed service=%s retry_in_s=%.0f", name, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def district_links(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None, intake: Intake) -> Coroutine[Any, Any, None] | None:
+    """The hub's MQTT work besides the intake: patrol tasks out and field reports in (hub/field.py), event call-ups
+    (hub/events_service.py) and site rosters (hub/register_publisher.py). With one MQTT district broker, over the intake's
+    broker (rosters on the intake's connection). On a NATS cluster, over the cluster's MQTT listener named by the district
+    file's `broker`, in one worker at a time (hub/leader.py): every worker would otherwise publish every task and roster
+    and take every field report. None when there is nothing to run."""
+    on_nats = str(broker or config.broker).startswith("nats://")
+    if not on_nats:
+        mqtt = broker if isinstance(broker, BrokerUrl) else config.broker_url()
+    elif "broker" in config.model_fields_set and not config.broker.startswith("nats://"):
+        mqtt = config.broker_url()
+    else:
+        log.warning("event=hub_field_links_off reason=%r", "tasks, field reports, event call-ups and rosters need the cluster's MQTT listener: "
+                    "set the district file's broker to it (mqtt://host:1883)")
+        return None
+    field = FieldLink(config, engine, mqtt)
+    events = EventService(config, engine, broker=mqtt, notify=intake.notify)
+    rosters = roster_service(config, engine, (lambda: field.client) if on_nats else (lambda: intake.client))
+
+    async def run() -> None:
+        log.info("event=district_links_started broker=%s rosters=%s", mqtt, "on" if rosters is not None else "off")
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(keep_running("field", field.run))
+            tasks.create_task(keep_running("events", events.run))
+            if rosters is not None:
+                tasks.create_task(keep_running("rosters", rosters.run))
+
+    if not on_nats:
+        return run()
+    return while_leader(DistrictLock(engine, config.district.id, "links"), run, standby_reason="another hub worker runs the district's MQTT links")
+
+
 async def serve(
     config: DistrictConfig,
     *,
@@ -78,17 +129,8 @@ async def serve(
     server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=2))  # an open live stream must not hold up a stop
     intake_task = asyncio.create_task(intake.run(), name="intake")
-    rosters = roster_service(config, engine, lambda: intake.client)  # the register's rosters to the sites (hub/register_publisher.py)
-    rosters_task = asyncio.create_task(rosters, name="rosters") if rosters is not None else None
-    # Tasks, field reports and event call-ups speak MQTT to the district broker; on a NATS cluster (issue 20) they are not
-    # wired yet, and the hub says so rather than dialling a broker that is not there.
-    on_mqtt = not str(broker or config.broker).startswith("nats://")
-    if not on_mqtt:
-        log.warning("event=hub_field_links_off reason=%r", "tasks, field reports and event call-ups need an MQTT district broker")
-    field = FieldLink(config, engine, broker if isinstance(broker, BrokerUrl) else None) if on_mqtt else None  # tasks out, field reports in (hub/field.py)
-    field_task = asyncio.create_task(field.run(), name="field") if field is not None else None
-    events = EventService(config, engine, broker=intake.broker if isinstance(intake.broker, BrokerUrl) else None, notify=intake.notify) if on_mqtt else None
-    events_task = asyncio.create_task(events.run(), name="events") if events is not None else None  # call-ups (hub/events_service.py)
+    links = district_links(config, engine, broker, intake)  # tasks and field reports, call-ups, rosters: MQTT to the district broker
+    links_task = asyncio.create_task(links, name="district-links") if links is not None else None
     serving = asyncio.create_task(server.serve(), name="http")
     forwarding_task = asyncio.create_task(forwarding.run(), name="forwarding") if forwarding is not None else None
     try:
@@ -100,20 +142,17 @@ async def serve(
             log.info("event=hub_listening url=%s database=%s broker=%s", address, engine.url.render_as_string(hide_password=True), intake.broker)
             if on_listening:
                 on_listening(address)
-        done, _ = await asyncio.wait({serving, intake_task, *([forwarding_task] if forwarding_task else [])}, return_when=asyncio.FIRST_COMPLETED)
+        watched = {serving, intake_task, *(task for task in (forwarding_task, links_task) if task is not None)}
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            task.result()  # an intake or server that stopped by itself says why
+            task.result()  # an intake, link or server that stopped by itself says why
     finally:
         server.should_exit = True  # a graceful stop: open streams end, the lifespan finishes, no traceback
         with suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(serving), timeout=5)
         intake_task.cancel()
-        if rosters_task is not None:
-            rosters_task.cancel()
-        if field_task is not None:
-            field_task.cancel()
-        if events_task is not None:
-            events_task.cancel()
+        if links_task is not None:
+            links_task.cancel()
         if forwarding_task is not None:
             forwarding_task.cancel()
             with suppress(asyncio.CancelledError):

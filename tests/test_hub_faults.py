@@ -140,3 +140,18 @@ async def test_everything_sent_while_the_hub_is_down_arrives_after_and_is_receip
             await wait_until(lambda site=site, mine=mine: site.receipted() == mine, timeout_s=30, what=f"receipts at {site.site}")
     finally:
         engine.dispose()
+
+
+async def test_a_district_service_that_fails_is_run_again_and_the_failure_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from hub.service import keep_running
+
+    calls = []
+
+    async def flaky() -> None:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ConnectionError("the database is restarting")
+
+    await asyncio.wait_for(keep_running("events", flaky), 10)
+    assert len(calls) == 3 and calls[2] - calls[1] >= 1.9, "run again after 1 s, then after 2 s"
+    assert caplog.text.count("event=service_failed service=events") == 2 and "the database is restarting" in caplog.text

@@ -9,15 +9,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bench.city import Fleet, escalation, site_name
 from bench.servers import NatsCluster, Postgres, running_nats_cluster, stop_process
+from guardlink import topics
+from guardlink.patrol import Tip
 from hub.database import make_engine, migrate
+from hub.field_tables import TipRow
 from hub.tables import EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
 
 DISTRICT = "city"
@@ -241,3 +246,56 @@ def test_the_nats_hub_benchmark_reports_every_figure_it_promises() -> None:
     for key in ("stored_per_s_1", "stored_per_s_2", "scaling_2_workers", "messages_per_s", "lag_p99_ms"):
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, key
     assert figures["sites_simulated"] == 2000 and figures["unreceipted"] == 0 and figures["escalation_revisions"] > 0
+
+
+def test_field_reports_are_taken_by_one_worker_at_a_time_and_another_takes_over_without_losing_any(cluster: NatsCluster, postgres: Postgres, tmp_path: Path):
+    """Tasks, field reports, call-ups and rosters speak MQTT through the cluster's listener (the district file's broker),
+    from the one worker holding the district-links lock; when it is killed another takes over, and reports sent meanwhile
+    wait in the field link's persistent session."""
+    migrate(postgres.url)
+    listener = cluster.mqtt_url(cluster.names[0])
+    district_file = tmp_path / "district-links.yaml"
+    district_file.write_text(
+        f"district: {{id: {DISTRICT}, name: City}}\ndatabase: {postgres.url}\nlisten: 127.0.0.1:0\nbroker: mqtt://{listener.host}:{listener.port}\n"
+        f"communities:\n  - {{id: c1, name: One, chief: Chief, outline: [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], sites: [{', '.join(SITES)}]}}\n"
+    )
+    workers = Workers(tmp_path, district_file, cluster)
+    site = cluster.mqtt_url(cluster.names[1])
+    guard_app = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="guard-app")
+    guard_app.connect(site.host, site.port)
+    guard_app.loop_start()
+
+    def send_tips(numbers: range) -> None:
+        for n in numbers:
+            tip = Tip(id=f"tip-cluster-{n:03d}", guard="g-1", category="fraud", text=f"tip {n}", at=datetime.now(timezone.utc))
+            guard_app.publish(topics.police_field(DISTRICT, SITES[n % len(SITES)]), tip.to_json(), qos=1).wait_for_publish(10)
+
+    def tips() -> int:
+        engine = make_engine(postgres.url)
+        try:
+            with Session(engine) as session:
+                return session.scalar(select(func.count()).select_from(TipRow)) or 0
+        finally:
+            engine.dispose()
+
+    def running_links() -> list[str]:
+        return [name for name in workers.procs if "event=district_links_started" in workers.log(name)]
+
+    try:
+        workers.start("a")
+        workers.start("b")
+        wait_for(lambda: len(running_links()) == 1 and any("event=links_standby" in workers.log(n) for n in workers.procs), 30,
+                 "one worker running the district links, the other standing by")
+        leader = running_links()[0]
+        standby = next(name for name in workers.procs if name != leader)
+        send_tips(range(10))
+        wait_for(lambda: tips() == 10, 30, "the first 10 tips stored")
+        workers.procs[leader].kill()  # kill -9: its database session ends, and with it the lock
+        send_tips(range(10, 20))  # while nobody holds the links: queued in the field link's session
+        wait_for(lambda: "event=district_links_started" in workers.log(standby), 30, f"worker {standby} taking over the links")
+        wait_for(lambda: tips() == 20, 60, "every tip stored, those sent while no worker held the links too")
+    finally:
+        guard_app.loop_stop()
+        guard_app.disconnect()
+        workers.stop()
+    assert "event=links_standby" in workers.log(standby)
