@@ -105,7 +105,7 @@ def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Re
             EscalationRow.site, who,
         )
         query = query.where(EscalationRow.id.in_(ids)) if ids is not None else query.where(EscalationRow.status.not_in(FINAL_STATUSES))
-        rows = db.execute(query.order_by(EscalationRow.detected_at).limit(BOARD_LIMIT)).tuples()
+        rows = db.execute(query.order_by(EscalationRow.detected_at).limit(BOARD_LIMIT))
         return [_board_row(row, document) for row, document in rows]
 
     @router.get("/api/console/snapshot", response_model=Snapshot, tags=["console"])
@@ -137,7 +137,7 @@ def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Re
                     select(latest.c.site, RevisionRow.document)
                     .join(EscalationRow, EscalationRow.id == latest.c.id)
                     .join(RevisionRow, (RevisionRow.escalation_id == EscalationRow.id) & (RevisionRow.revision == EscalationRow.revision))
-                ).tuples()
+                )
             }
         features = [_community_feature(c) for c in communities]
         for community in communities:

@@ -148,7 +148,7 @@ class ChangeFeed:
             rows = list(db.scalars(query))
             missing = {r.key for r in rows if r.kind in (ChangeKind.ESCALATION, ChangeKind.COMMAND) and _payload_site(r.payload) is None} - self._sites.keys()
             if missing:
-                self._sites.update(db.execute(select(EscalationRow.id, EscalationRow.site).where(EscalationRow.id.in_(missing))).tuples())
+                self._sites.update(db.execute(select(EscalationRow.id, EscalationRow.site).where(EscalationRow.id.in_(missing))))
             return [Change(r.id, r.at, r.kind, r.key, self._site_of(r), r.payload) for r in rows]
 
     def _site_of(self, row: ChangeRow) -> str | None:
