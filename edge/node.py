@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from edge import evidence_store
 from edge.callups import CallUpRelay
 from edge.dispatch import Step, command_answer
 from edge.evidence_plan import alarm_cameras
@@ -105,10 +106,10 @@ class EdgeNode:
         self._status_topic = topics.edge_status(config.site.id)
         self._tasks: set[asyncio.Task[None]] = set()
         self._shown_guards: dict[str, tuple[GuardState, str | None]] = {}  # as last published for Home Assistant
+        self.evidence_dir = evidence_dir or outbox_path.parent / "evidence"
         self.cameras = {
             camera.id: CameraProcess(
-                camera, on_event=self._camera_event, on_evidence=self._camera_evidence, broker=site_broker,
-                evidence_dir=evidence_dir or outbox_path.parent / "evidence",
+                camera, on_event=self._camera_event, on_evidence=self._camera_evidence, broker=site_broker, evidence_dir=self.evidence_dir,
             )
             for camera in config.cameras
         }
@@ -169,6 +170,8 @@ class EdgeNode:
                 if self.guard_app is not None:
                     tasks.create_task(self.guard_app.run())
                 tasks.create_task(self._tick())
+                if self.cameras:
+                    tasks.create_task(self._keep_evidence())
                 for camera in self.cameras.values():
                     tasks.create_task(camera.run())
                 tasks.create_task(
@@ -322,6 +325,21 @@ class EdgeNode:
             except Exception:
                 self.set_aside["timer"] += 1
                 log.exception("event=timer_check_failed")
+
+    async def _keep_evidence(self) -> None:
+        """The evidence directory under the site file's `evidence_keep_mb` (edge/evidence_store.py), checked every minute."""
+        keep_bytes = self.config.evidence_keep_mb * 1024 * 1024
+        while True:
+            await asyncio.sleep(evidence_store.SWEEP_EVERY_S)
+            waiting = self.uploads.waiting_paths() if self.uploads is not None else set()
+            if waiting is None or not self.evidence_dir.is_dir():
+                continue
+            try:
+                swept = await asyncio.to_thread(evidence_store.sweep, self.evidence_dir, keep_bytes, held=waiting.__contains__, now=self.clock())
+            except Exception:
+                log.exception("event=evidence_sweep_failed")
+                continue
+            evidence_store.report(swept, keep_bytes)
 
     def _report_guards(self) -> None:
         """The site's guards to the command centre when a state, job or position changed (at most every few seconds)."""

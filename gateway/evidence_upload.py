@@ -89,11 +89,21 @@ class EvidenceUploader:
         self.refused = 0
         self.pending: dict[tuple[str, str], Upload] = {}
         self._incoming: asyncio.Queue[Upload] = asyncio.Queue()
+        self._submitted: list[Upload] = []  # submitted, not yet in `pending`
+        self._loaded = False  # the queue file's uploads are in `pending`
         self._db: sqlite3.Connection | None = None
+
+    def waiting_paths(self) -> set[str] | None:
+        """The files that still have to go to the hub; None until the queue file is read (any file may be one)."""
+        if not self._loaded:
+            return None
+        return {u.evidence.path for u in [*self.pending.values(), *self._submitted]}
 
     def submit(self, escalation_id: str, evidence: Evidence) -> None:
         """Upload this file of this escalation; returns at once."""
-        self._incoming.put_nowait(Upload(escalation_id, evidence))
+        upload = Upload(escalation_id, evidence)
+        self._submitted.append(upload)
+        self._incoming.put_nowait(upload)
 
     async def run(self) -> None:
         """Upload until cancelled: first what the queue file holds from before, then what is submitted."""
@@ -101,6 +111,7 @@ class EvidenceUploader:
         try:
             for upload in await asyncio.to_thread(self._load):
                 self.pending[upload.key] = upload
+            self._loaded = True
             if self.pending:
                 log.info("event=evidence_uploads_resumed pending=%d", len(self.pending))
             async with httpx.AsyncClient(base_url=self.url, timeout=self.timeout_s) as client:
@@ -125,6 +136,7 @@ class EvidenceUploader:
             if upload.key not in self.pending:
                 new.append(upload)
                 self.pending[upload.key] = upload
+        self._submitted = [u for u in self._submitted if u.key not in self.pending]
         if new:
             await asyncio.to_thread(self._store, new)
 

@@ -556,6 +556,9 @@ class SiteConfig(_Model):
     outbox: str | None = Field(
         default=None, description="outbox database path; default $XDG_STATE_HOME/guardlink/<site>/outbox.db"
     )
+    evidence_keep_mb: int = Field(
+        default=2048, ge=16, description="camera snapshots and clips kept next to the outbox, at most; the oldest uploaded ones go first"
+    )
 
     @field_validator("broker")
     @classmethod
