@@ -74,7 +74,7 @@ def test_uuid7_carries_its_creation_time_in_milliseconds():
     assert before <= value.int >> 80 <= after + 1
 
 
-@pytest.mark.parametrize("document", ["escalation", "site", "template", "device-config"])
+@pytest.mark.parametrize("document", ["escalation", "site", "template", "device-config", "district"])
 def test_committed_schemas_match_the_models(document):
     from cli.schema import SCHEMAS, render
 
