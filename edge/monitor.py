@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from gateway.dc09_metrics import alarm_centre_metrics
 from gateway.metrics_endpoint import MetricsEndpoint, serving_metrics
 from gateway.outbox import Pending
 from gateway.telemetry import TelemetrySink
@@ -329,27 +330,12 @@ class _NodeState:
         yield battery
         yield link
         yield from self._cameras()
-        yield from self._alarm_centres()
+        yield from alarm_centre_metrics(self.monitor.node.alarm_centres.status())
         if monitor.telemetry is not None:
             stats = monitor.telemetry.stats
             yield CounterMetricFamily("guardlink_telemetry_written", "Telemetry points InfluxDB accepted", value=stats.written)
             yield CounterMetricFamily("guardlink_telemetry_dropped", "Telemetry points dropped: buffer full, or InfluxDB down", value=stats.dropped)
             yield GaugeMetricFamily("guardlink_telemetry_buffered", "Telemetry points waiting for InfluxDB", value=stats.buffered + stats.in_flight)
-
-    def _alarm_centres(self) -> Iterator[Metric]:
-        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {  # status() key -> the family it feeds
-            "sent": CounterMetricFamily("guardlink_dc09_sent", "DC-09 messages written to an alarm centre, tries again included", labels=["centre"]),
-            "acked": CounterMetricFamily("guardlink_dc09_acked", "Alarms and restores an alarm centre acknowledged", labels=["centre"]),
-            "retries": CounterMetricFamily("guardlink_dc09_retries", "DC-09 messages sent again after silence, a NAK or a broken connection", labels=["centre"]),
-            "naks": CounterMetricFamily("guardlink_dc09_naks", "NAKs an alarm centre answered", labels=["centre"]),
-            "connected": GaugeMetricFamily("guardlink_dc09_connected", "1 while the link to an alarm centre works", labels=["centre"]),
-            "oldest_unacked_s": GaugeMetricFamily("guardlink_dc09_oldest_unacked_seconds", "How long the message an alarm centre has not acknowledged has waited", labels=["centre"]),
-        }
-        for centre, status in self.monitor.node.alarm_centres.status().items():
-            for key, family in families.items():
-                reading = status[key]
-                family.add_metric([centre], float(reading) if isinstance(reading, (int, float)) else 0.0)
-        yield from families.values()
 
     def _cameras(self) -> Iterator[Metric]:
         fps = GaugeMetricFamily("guardlink_camera_fps", "Frames per second a camera pipeline processes", labels=["camera"])

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
+from gateway.metrics_endpoint import CONTENT_TYPE
 from guardlink.districtconfig import DistrictConfig
 from guardlink.ids import uuid7
 from guardlink.models import EscalationStatus, IncidentKind, PoliceCommand, Severity
@@ -106,6 +107,7 @@ def create_app(
     login_limits: LoginLimits = LoginLimits(),
     poll_s: float = 0.1,
     keepalive_s: float = KEEPALIVE_S,
+    metrics: Callable[[], bytes] | None = None,
 ) -> FastAPI:
     """The API over the hub database. `publish_command(site, command)` sends a command to a site (raising when the broker
     refuses it); `notify` is set by whoever commits `changes` rows, to wake the live stream before its next poll."""
@@ -169,6 +171,12 @@ def create_app(
             log.warning("event=health_failed error=%r", exc)
             return JSONResponse({"status": "database unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "district": config.district.id})
+
+    if metrics is not None:
+        @app.get("/metrics", tags=["public"])
+        def prometheus_metrics() -> Response:
+            """This worker's figures in the Prometheus text format (no login: counts only; hub/metrics.py)."""
+            return Response(metrics(), media_type=CONTENT_TYPE)
 
     @app.get("/login", response_class=HTMLResponse, tags=["public"])
     def login_page(next: str = "/docs", error: str | None = None) -> HTMLResponse:

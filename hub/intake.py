@@ -110,6 +110,14 @@ class Intake:
         finally:
             await asyncio.to_thread(self._writer.stop)
 
+    def writers(self) -> list[Writer]:
+        """The database writers running (on /metrics)."""
+        return [self._writer] if self._writer is not None else []
+
+    def pulls(self) -> tuple[int, int] | None:
+        """Messages pulled and batches held uncommitted, for a worker that pulls from a cluster (on /metrics); None here."""
+        return None
+
     def _prime_monitor(self) -> None:
         """Pick up liveness where the last run left it, so a site that went silent meanwhile is noticed."""
         with Session(self.engine) as session:

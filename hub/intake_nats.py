@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client as Nats
@@ -40,6 +40,9 @@ from guardlink.districtconfig import DistrictConfig
 from guardlink.siteconfig import BrokerUrl
 from hub.intake import Intake
 from hub.store import Stored
+
+if TYPE_CHECKING:
+    from hub.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,7 @@ class NatsIntake(Intake):
         self.max_ack_pending = max_ack_pending
         self.fetched = 0
         self._holding: set[tuple[Delivery, ...]] = set()  # batches fetched, not yet committed
+        self._escalations_writer: Writer | None = None
         self.client: JetStreamLink | None = None  # type: ignore[assignment]
 
     async def run(self) -> None:
@@ -187,6 +191,12 @@ class NatsIntake(Intake):
                 await asyncio.gather(asyncio.to_thread(self._writer.stop), asyncio.to_thread(self._escalations_writer.stop))
         finally:
             await connection.close()
+
+    def writers(self) -> list[Writer]:
+        return [w for w in (self._writer, self._escalations_writer) if w is not None]
+
+    def pulls(self) -> tuple[int, int] | None:
+        return self.fetched, len(self._holding)
 
     async def _join(self, connection: Nats) -> None:
         """Answer the workers that start after this one, and ask those already running: SQLite takes one worker only."""

@@ -36,6 +36,7 @@ class DistrictLock:
         self.name = name
         self.key = f"guardlink-{name}-{district}"
         self._connection: Connection | None = None
+        self.held = False  # this worker holds it (on /metrics)
         database = engine.url.database
         sqlite_file = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
         self._file = ProcessLock(Path(f"{database}.{name}")) if sqlite_file else None
@@ -50,12 +51,14 @@ class DistrictLock:
                 self._connection = connection
             else:
                 connection.close()
+            self.held = held
             return held
         if self._file is not None:
             try:
                 self._file.acquire()
             except InUse:
                 return False
+        self.held = True
         return True
 
     def check(self) -> None:
@@ -68,6 +71,7 @@ class DistrictLock:
                 raise LockLost(f"the {self.name} lock's connection broke: {exc}") from exc
 
     def release(self) -> None:
+        self.held = False
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()  # the session ends: PostgreSQL lets go of its advisory locks

@@ -22,6 +22,7 @@ from hub.field import FieldLink
 from hub.forwarding import Forwarding
 from hub.intake import Intake
 from hub.leader import DistrictLock, while_leader
+from hub.metrics import hub_metrics
 from hub.register_publisher import roster_service
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,11 @@ def command_publisher(intake: Intake) -> Callable[[str, PoliceCommand], object]:
     return publish_command
 
 
-def app_for(engine: Engine, config: DistrictConfig, intake: Intake) -> object:
+def app_for(engine: Engine, config: DistrictConfig, intake: Intake, metrics: Callable[[], bytes] | None = None) -> object:
     """The ASGI app: hub.api's, over the same engine, publishing commands through the intake and woken by its commits."""
     from hub.api import create_app
 
-    return create_app(engine=engine, config=config, publish_command=command_publisher(intake), notify=intake.notify)
+    return create_app(engine=engine, config=config, publish_command=command_publisher(intake), notify=intake.notify, metrics=metrics)
 
 
 def make_intake(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None, on_commit: Callable[[Any], None] | None = None) -> Intake:
@@ -79,12 +80,14 @@ async def keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
         delay = min(delay * 2, 30.0)
 
 
-def district_links(config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None, intake: Intake) -> Coroutine[Any, Any, None] | None:
+def district_links(
+    config: DistrictConfig, engine: Engine, broker: BrokerUrl | str | None, intake: Intake,
+) -> tuple[Coroutine[Any, Any, None] | None, DistrictLock | None]:
     """The hub's MQTT work besides the intake: patrol tasks out and field reports in (hub/field.py), event call-ups
     (hub/events_service.py) and site rosters (hub/register_publisher.py). With one MQTT district broker, over the intake's
     broker (rosters on the intake's connection). On a NATS cluster, over the cluster's MQTT listener named by the district
     file's `broker`, in one worker at a time (hub/leader.py): every worker would otherwise publish every task and roster
-    and take every field report. None when there is nothing to run."""
+    and take every field report. Returns what to run (None: nothing) and the lock it runs under (None: no lock)."""
     on_nats = str(broker or config.broker).startswith("nats://")
     if not on_nats:
         mqtt = broker if isinstance(broker, BrokerUrl) else config.broker_url()
@@ -93,7 +96,7 @@ def district_links(config: DistrictConfig, engine: Engine, broker: BrokerUrl | s
     else:
         log.warning("event=hub_field_links_off reason=%r", "tasks, field reports, event call-ups and rosters need the cluster's MQTT listener: "
                     "set the district file's broker to it (mqtt://host:1883)")
-        return None
+        return None, None
     field = FieldLink(config, engine, mqtt)
     events = EventService(config, engine, broker=mqtt, notify=intake.notify)
     rosters = roster_service(config, engine, (lambda: field.client) if on_nats else (lambda: intake.client))
@@ -107,8 +110,9 @@ def district_links(config: DistrictConfig, engine: Engine, broker: BrokerUrl | s
                 tasks.create_task(keep_running("rosters", rosters.run))
 
     if not on_nats:
-        return run()
-    return while_leader(DistrictLock(engine, config.district.id, "links"), run, standby_reason="another hub worker runs the district's MQTT links")
+        return run(), None
+    lock = DistrictLock(engine, config.district.id, "links")
+    return while_leader(lock, run, standby_reason="another hub worker runs the district's MQTT links"), lock
 
 
 async def serve(
@@ -125,11 +129,12 @@ async def serve(
     await asyncio.to_thread(migrate, engine)
     forwarding = Forwarding(config, engine) if config.alarm_centres else None  # to alarm receiving centres, by one worker (hub/forwarding.py)
     intake = make_intake(config, engine, broker, on_commit=forwarding.committed if forwarding else None)
+    links, links_lock = district_links(config, engine, broker, intake)  # tasks and field reports, call-ups, rosters: MQTT to the district broker
     host, port = parse_listen(listen or config.listen)
-    server = uvicorn.Server(uvicorn.Config(app_for(engine, config, intake), host=host, port=port, log_level="warning", lifespan="on",
+    app = app_for(engine, config, intake, hub_metrics(intake, forwarding, links_lock))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=2))  # an open live stream must not hold up a stop
     intake_task = asyncio.create_task(intake.run(), name="intake")
-    links = district_links(config, engine, broker, intake)  # tasks and field reports, call-ups, rosters: MQTT to the district broker
     links_task = asyncio.create_task(links, name="district-links") if links is not None else None
     serving = asyncio.create_task(server.serve(), name="http")
     forwarding_task = asyncio.create_task(forwarding.run(), name="forwarding") if forwarding is not None else None

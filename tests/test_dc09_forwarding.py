@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from datetime import datetime, timezone
 
@@ -61,6 +62,9 @@ async def test_the_hub_forwards_what_its_intake_stored_alarm_then_restore(databa
                 await asyncio.to_thread(site.wait_published)
                 await wait_until(lambda: len(receiver.events) >= 2, 20, "alarm and restore at the receiver")
                 await asyncio.sleep(0.3)  # nothing else follows
+                address = re.search(r"event=hub_listening url=(\S+)", caplog.text)
+                assert address is not None, caplog.text[-2000:]
+                samples = await scrape(address.group(1) + "/metrics")
             finally:
                 site.close()
                 hub.cancel()
@@ -68,6 +72,12 @@ async def test_the_hub_forwards_what_its_intake_stored_alarm_then_restore(databa
     assert [(e.account, e.code, e.ri, e.message, e.encrypted) for e in receiver.events] == [
         (ACCOUNTS["s1"], "PA", "1", "7", True), (ACCOUNTS["s1"], "PH", "1", "7", True)]
     assert [e.sequence for e in receiver.events] == ["0001", "0002"]
+    # The worker's /metrics: what its intake stored and receipted, that it holds the forwarding lock, the centre's link.
+    assert value(samples, "guardlink_hub_stored_total") >= 3 and value(samples, "guardlink_hub_receipts_sent_total") == 3
+    assert value(samples, "guardlink_hub_commits_total") >= 1 and value(samples, "guardlink_hub_broker_connected") == 1
+    assert value(samples, "guardlink_hub_lock_held", lock="forwarding") == 1 and ("guardlink_hub_lock_held", (("lock", "links"),)) not in samples
+    assert value(samples, "guardlink_dc09_acked_total", centre="arc") == 2 and value(samples, "guardlink_dc09_connected", centre="arc") == 1
+    assert not any(name.startswith("guardlink_hub_nats") for name, _ in samples), "one MQTT broker: no cluster pulls"
 
 
 def test_hub_killed_with_unsent_alarms_delivers_each_exactly_once_after_restart(spawn, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -24,6 +25,7 @@ from guardlink.patrol import Tip
 from hub.database import make_engine, migrate
 from hub.field_tables import TipRow
 from hub.tables import EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
+from tests.test_telemetry_metrics import scrape, value
 
 DISTRICT = "city"
 SITES = [site_name(n) for n in range(50)]
@@ -278,6 +280,14 @@ def test_field_reports_are_taken_by_one_worker_at_a_time_and_another_takes_over_
         finally:
             engine.dispose()
 
+    def links_held(name: str) -> float:
+        """The worker's `guardlink_hub_lock_held{lock="links"}`, from its /metrics (which shows it pulls from the cluster)."""
+        address = re.search(r"district \S+ at (http://\S+)", workers.log(name))
+        assert address is not None, workers.log(name)[-2000:]
+        samples = asyncio.run(scrape(address.group(1) + "/metrics"))
+        assert ("guardlink_hub_nats_fetched_total", ()) in samples
+        return value(samples, "guardlink_hub_lock_held", lock="links")
+
     def running_links() -> list[str]:
         return [name for name in workers.procs if "event=district_links_started" in workers.log(name)]
 
@@ -288,12 +298,14 @@ def test_field_reports_are_taken_by_one_worker_at_a_time_and_another_takes_over_
                  "one worker running the district links, the other standing by")
         leader = running_links()[0]
         standby = next(name for name in workers.procs if name != leader)
+        assert [links_held(leader), links_held(standby)] == [1.0, 0.0], "each worker's /metrics says whether it holds the links"
         send_tips(range(10))
         wait_for(lambda: tips() == 10, 30, "the first 10 tips stored")
         workers.procs[leader].kill()  # kill -9: its database session ends, and with it the lock
         send_tips(range(10, 20))  # while nobody holds the links: queued in the field link's session
         wait_for(lambda: "event=district_links_started" in workers.log(standby), 30, f"worker {standby} taking over the links")
         wait_for(lambda: tips() == 20, 60, "every tip stored, those sent while no worker held the links too")
+        assert links_held(standby) == 1.0
     finally:
         guard_app.loop_stop()
         guard_app.disconnect()
