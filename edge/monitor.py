@@ -34,6 +34,7 @@ from guardlink.models import Escalation, Event, EventKind
 from guardlink.siteconfig import parse_listen
 
 if TYPE_CHECKING:
+    from edge.evidence_store import Swept
     from edge.guards import GuardBoard
     from edge.intake import Intake
     from edge.supervision import Supervisor
@@ -56,6 +57,7 @@ class NodeView(Protocol):
     board: GuardBoard
     supervisor: Supervisor
     cameras: dict[str, CameraProcess]
+    evidence_swept: Swept
     site_connected: bool
     incidents: int
     set_aside: Tally[str]
@@ -330,6 +332,11 @@ class _NodeState:
         yield battery
         yield link
         yield from self._cameras()
+        swept = node.evidence_swept
+        yield CounterMetricFamily("guardlink_evidence_removed", "Evidence files removed to keep the directory under evidence_keep_mb", value=swept.removed)
+        yield CounterMetricFamily("guardlink_evidence_removed_bytes", "Bytes of evidence removed to keep the directory under evidence_keep_mb", value=swept.removed_bytes)
+        yield GaugeMetricFamily("guardlink_evidence_bytes", "What the evidence directory held after the last sweep", value=swept.kept_bytes)
+        yield GaugeMetricFamily("guardlink_evidence_over_limit", "1 when only files not yet uploaded or recent keep it over evidence_keep_mb", value=float(swept.over_limit))
         yield from alarm_centre_metrics(self.monitor.node.alarm_centres.status())
         if monitor.telemetry is not None:
             stats = monitor.telemetry.stats

@@ -107,6 +107,7 @@ class EdgeNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._shown_guards: dict[str, tuple[GuardState, str | None]] = {}  # as last published for Home Assistant
         self.evidence_dir = evidence_dir or outbox_path.parent / "evidence"
+        self.evidence_swept = evidence_store.Swept(0, 0, 0, False)  # files and bytes removed so far; the directory's size at the last sweep
         self.cameras = {
             camera.id: CameraProcess(
                 camera, on_event=self._camera_event, on_evidence=self._camera_evidence, broker=site_broker, evidence_dir=self.evidence_dir,
@@ -340,6 +341,9 @@ class EdgeNode:
                 log.exception("event=evidence_sweep_failed")
                 continue
             evidence_store.report(swept, keep_bytes)
+            self.evidence_swept = evidence_store.Swept(
+                self.evidence_swept.removed + swept.removed, self.evidence_swept.removed_bytes + swept.removed_bytes, swept.kept_bytes, swept.over_limit,
+            )
 
     def _report_guards(self) -> None:
         """The site's guards to the command centre when a state, job or position changed (at most every few seconds)."""

@@ -73,6 +73,8 @@ async def test_a_press_moves_the_counters_and_histograms_on_metrics(school, mosq
     assert value(after, "guardlink_site_broker_connected") == 1 and value(after, "guardlink_police_broker_connected") == 1
     assert value(after, "guardlink_device_battery_percent", device="btn-gate") == 64
     assert value(after, "guardlink_device_linkquality", device="btn-gate") == 99
+    for name in ("guardlink_evidence_removed_total", "guardlink_evidence_removed_bytes_total", "guardlink_evidence_bytes", "guardlink_evidence_over_limit"):
+        assert (name, ()) in after, f"{name} is exposed (edge/evidence_store.py)"
     assert value(after, "guardlink_device_online", device="btn-hall") == 1
     assert value(after, "guardlink_device_last_seen_timestamp_seconds", device="btn-gate") > value(before, "guardlink_device_last_seen_timestamp_seconds", device="btn-gate")
 
