@@ -12,7 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ from edge.node import EdgeNode
 from guardlink.siteconfig import BrokerUrl, SiteConfig, load_site
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"  # Debian's: `playwright install` cannot download here
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--autoplay-policy=no-user-gesture-required"]  # as root Chromium needs --no-sandbox
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/system-deps installs it)")
 SCHOOL = REPO / "firmware_configs" / "sites" / "school.yaml"
 GUARDLINK = [sys.executable, "-m", "cli"]
 
@@ -217,3 +221,16 @@ def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
         yield target
     finally:
         subprocess.run(["umount", "--lazy", str(target)], check=True)  # lazy: an open file must not leave the mount behind
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A Playwright browser on Debian's Chromium, closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -38,10 +38,8 @@ from hub.field_tables import CheckinRow, PatrolWindowRow, TipRow
 from hub.register_tables import CompanyRow, RegisteredGuard, TrainingRow
 from hub.store import Revision, store
 
-from conftest import GUARDLINK, REPO
+from conftest import GUARDLINK, REPO, chromium, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 CONFIG = DistrictConfig.model_validate({
     "district": {"id": "assess", "name": "Assessment test district"},
     "communities": [
@@ -238,30 +236,24 @@ def incident_in(config: DistrictConfig, site: str, eid: str, detected: datetime,
     return [Revision(escalation(site, eid, detected, n, status, a), config.community_of(site), detected) for n, (status, a) in enumerate(steps, start=1)]
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     engine = make_engine(f"sqlite:///{tmp_path / 'month.db'}")
     migrate(engine)
     config = synthetic_month(engine)
     page_file = tmp_path / "assessment.html"
     page_file.write_text(to_html(assess(engine, config, parse_period("2026-11")), generated_at=datetime(2026, 12, 1, 8, tzinfo=timezone.utc)), encoding="utf-8")
     shot = tmp_path / "assessment.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1040, "height": 1100})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: errors.append(f"request {r.url}") if not r.url.startswith(("file:", "data:")) else None)
-            page.goto(page_file.as_uri())
-            assert page.locator("svg").count() == 5
-            assert page.locator("h2").all_inner_texts() == ["Communities", "Security companies", "Sites", "Guards"]
-            page.screenshot(path=str(shot))
-            pdf = page.pdf(format="A4")
-            assert pdf[:4] == b"%PDF" and not errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1040, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: errors.append(f"request {r.url}") if not r.url.startswith(("file:", "data:")) else None)
+        page.goto(page_file.as_uri())
+        assert page.locator("svg").count() == 5
+        assert page.locator("h2").all_inner_texts() == ["Communities", "Security companies", "Sites", "Guards"]
+        page.screenshot(path=str(shot))
+        pdf = page.pdf(format="A4")
+        assert pdf[:4] == b"%PDF" and not errors
     if os.environ.get("ASSESSMENT_SHOT"):
         shutil.copy(shot, os.environ["ASSESSMENT_SHOT"])

@@ -33,20 +33,19 @@ from guardlink.siteconfig import BrokerUrl, load_site
 from hub.accounts import Accounts, Role
 from hub.database import make_engine, migrate
 
+from conftest import chromium, needs_chromium
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parent.parent
 SCHOOL_FILE = REPO / "firmware_configs" / "sites" / "school.yaml"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--autoplay-policy=no-user-gesture-required"]
 SCHOOL = "hohhot-no3-primary"
 MALL = "hailar-mall"  # a second site, in the other community, played by a plain MQTT client
 PASSWORD = "console test password"
 USERS = {"desk": (Role.DISPATCHER, []), "zhao": (Role.CHIEF, ["dongjie"]), "watch": (Role.VIEWER, [])}
 WAIT_MS = 15_000
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/system-deps installs it)")
+pytestmark = needs_chromium
 
 
 def district_yaml(port: int, broker: BrokerUrl, database: Path) -> str:
@@ -171,8 +170,6 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 15.0
 
 @pytest.fixture(scope="module")
 def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
-    from playwright.sync_api import sync_playwright
-
     workdir = tmp_path_factory.mktemp("console")
     shots = workdir / "screenshots"
     shots.mkdir()
@@ -196,13 +193,9 @@ def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
             mall.connect(broker.host, broker.port)
             mall.loop_start()
             mall.publish(topics.police_site_status("xincheng", MALL), json.dumps({"state": "online", "every_s": 3600}), qos=1, retain=True).wait_for_publish(10)
-            with SiteSimulator(load_site(SCHOOL_FILE, DRIVERS.keys()), broker, seed=3) as sim, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                try:
-                    sim.report_positions()
-                    yield District(f"http://127.0.0.1:{port}", broker, hub, edge, sim, mall, shots, browser)
-                finally:
-                    browser.close()
+            with SiteSimulator(load_site(SCHOOL_FILE, DRIVERS.keys()), broker, seed=3) as sim, chromium() as browser:
+                sim.report_positions()
+                yield District(f"http://127.0.0.1:{port}", broker, hub, edge, sim, mall, shots, browser)
         finally:
             mall.loop_stop()
             mall.disconnect()

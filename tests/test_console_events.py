@@ -21,12 +21,13 @@ from bench.mobilise import event_spec, seed_register
 from guardlink.callup import Answer, GuardAnswer
 from hub.accounts import Role
 from hub.events_store import apply_answers, record_change
-from tests.test_console import CHROMIUM, CHROMIUM_ARGS
 from tests.test_hub_api import PASSWORD
 from tests.test_patrol import district
 
+from conftest import chromium, needs_chromium
+
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/system-deps installs it)")
+pytestmark = needs_chromium
 
 USERS = {"disp": (Role.DISPATCHER, []), "watch": (Role.VIEWER, []), "north_chief": (Role.CHIEF, ["north"])}
 WAIT_MS = 15_000
@@ -44,14 +45,8 @@ def answer(engine, guards: list[str], what: Answer, sectors: dict[str, str] | No
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 def login(browser, url: str, user: str, page: str, errors: list[str], viewport: dict[str, int] | None = None):

@@ -32,10 +32,12 @@ from guardlink import topics
 from guardlink.siteconfig import BrokerUrl, load_site
 from hub.accounts import Accounts, Role
 from hub.database import make_engine, migrate
-from tests.test_console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, SCHOOL, SCHOOL_FILE, Process, district_yaml, wait_for
+from tests.test_console import PASSWORD, SCHOOL, SCHOOL_FILE, Process, district_yaml, wait_for
+
+from conftest import chromium, needs_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = needs_chromium
 
 REPO = Path(__file__).resolve().parent.parent
 PINS = {"g-li": "1111", "g-zhang": "2222", "g-wang": "3333", "g-zhao": "4444"}
@@ -97,8 +99,6 @@ def school_with_app(workdir: Path, app_port: int) -> Path:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    from playwright.sync_api import sync_playwright
-
     workdir = tmp_path_factory.mktemp("guard-app")
     shots = workdir / "screenshots"
     shots.mkdir()
@@ -117,13 +117,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         try:
             hub.start("guardlink hub: district")
             edge.start("event=guard_app_listening")
-            with SiteSimulator(load_site(site_file, DRIVERS.keys()), broker, seed=5) as sim, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                try:
-                    sim.report_positions()
-                    yield Rig(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{app_port}", sim, browser, shots)
-                finally:
-                    browser.close()
+            with SiteSimulator(load_site(site_file, DRIVERS.keys()), broker, seed=5) as sim, chromium() as browser:
+                sim.report_positions()
+                yield Rig(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{app_port}", sim, browser, shots)
         finally:
             edge.stop()
             hub.stop()

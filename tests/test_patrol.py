@@ -30,8 +30,9 @@ from hub.field import FieldLink
 from hub.field_tables import CheckinRow
 from hub.store import Guards, store
 from hub.tables import ChangeKind, ChangeRow
-from tests.test_console import CHROMIUM, CHROMIUM_ARGS
 from tests.test_hub_api import FAST_HASHER, PASSWORD, read_events, serving
+
+from conftest import chromium, needs_chromium
 
 EAST, WEST = "e-school", "w-factory"
 MONDAY_8 = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)  # a Monday: the routes' only window in the days looked back on
@@ -238,10 +239,9 @@ def test_a_check_in_inside_the_window_is_on_time_and_alerts_nobody(hub: District
         assert client.get("/api/patrol/windows").json()[0]["outcome"] == "on_time"
 
 
+@needs_chromium
 def test_the_console_field_page_shows_tasks_alerts_and_tips_and_a_tip_is_decided_there(hub: District, tmp_path: Path) -> None:
     pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
     clock = Clock(MONDAY_8 + timedelta(minutes=10))
     watch, link = PatrolWatch(CONFIG, hub.engine, clock), FieldLink(CONFIG, hub.engine)
     now = datetime.now(timezone.utc)
@@ -256,35 +256,29 @@ def test_the_console_field_page_shows_tasks_alerts_and_tips_and_a_tip_is_decided
                                at=now).to_json())
     for minutes in (70, 75):  # past the window and late_s: every point of the routes missed
         check_at(watch, clock, MONDAY_8 + timedelta(minutes=minutes))
-    from playwright.sync_api import sync_playwright
-
     page_errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            tab = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US").new_page()
-            tab.on("pageerror", lambda error: page_errors.append(str(error)))
-            tab.goto(f"{hub.url}/console/#/field")
-            tab.fill("#login-name", "east_chief")
-            tab.fill("#login-password", PASSWORD)
-            tab.click("form.login button[type=submit]")
-            tab.wait_for_selector("body[data-ready]", state="attached", timeout=15_000)
-            tab.locator("tr[data-state='declined']").wait_for(timeout=15_000)
-            assert tab.locator("tr[data-task]").count() == 2 and tab.locator("tr[data-state='offered']").count() == 1
-            assert sorted(tab.locator(".field-alerts li[data-outcome]").evaluate_all("els => els.map(e => e.dataset.point)")) == ["gate", "yard"]
-            assert tab.locator("li[data-tip]").count() == 2
-            assert "<script>" in tab.locator("li[data-tip='tip-console-0'] .tip-text").inner_text(), "shown as text, never as markup"
-            tab.locator("li[data-tip='tip-console-0'] img").evaluate("img => img.decode()")
-            shot = tmp_path / "console-field.png"
-            tab.screenshot(path=str(shot))
-            tab.locator("li[data-tip='tip-console-1'] button.reject").click()
-            tab.locator("li[data-tip='tip-console-1']").wait_for(state="detached", timeout=15_000)
-            link.receive(EAST, ScanCheckin(id="scan-console-1", guard="g-li", code=f"GLCP:gate:{QR}", at=now).to_json())  # the stream refreshes the page
-            tab.click("#language")
-            tab.locator("h2", has_text="线索队列").wait_for(timeout=15_000)
-            tab.screenshot(path=str(tmp_path / "console-field-zh.png"))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        tab = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US").new_page()
+        tab.on("pageerror", lambda error: page_errors.append(str(error)))
+        tab.goto(f"{hub.url}/console/#/field")
+        tab.fill("#login-name", "east_chief")
+        tab.fill("#login-password", PASSWORD)
+        tab.click("form.login button[type=submit]")
+        tab.wait_for_selector("body[data-ready]", state="attached", timeout=15_000)
+        tab.locator("tr[data-state='declined']").wait_for(timeout=15_000)
+        assert tab.locator("tr[data-task]").count() == 2 and tab.locator("tr[data-state='offered']").count() == 1
+        assert sorted(tab.locator(".field-alerts li[data-outcome]").evaluate_all("els => els.map(e => e.dataset.point)")) == ["gate", "yard"]
+        assert tab.locator("li[data-tip]").count() == 2
+        assert "<script>" in tab.locator("li[data-tip='tip-console-0'] .tip-text").inner_text(), "shown as text, never as markup"
+        tab.locator("li[data-tip='tip-console-0'] img").evaluate("img => img.decode()")
+        shot = tmp_path / "console-field.png"
+        tab.screenshot(path=str(shot))
+        tab.locator("li[data-tip='tip-console-1'] button.reject").click()
+        tab.locator("li[data-tip='tip-console-1']").wait_for(state="detached", timeout=15_000)
+        link.receive(EAST, ScanCheckin(id="scan-console-1", guard="g-li", code=f"GLCP:gate:{QR}", at=now).to_json())  # the stream refreshes the page
+        tab.click("#language")
+        tab.locator("h2", has_text="线索队列").wait_for(timeout=15_000)
+        tab.screenshot(path=str(tmp_path / "console-field-zh.png"))
     assert not page_errors, page_errors
     with hub.client("east_chief") as client:
         assert [t["state"] for t in client.get("/api/tips").json() if t["id"] == "tip-console-1"] == ["rejected"]
