@@ -22,6 +22,8 @@ from bench.city import Fleet, escalation, site_name
 from bench.servers import NatsCluster, Postgres, running_nats_cluster, stop_process
 from guardlink import topics
 from guardlink.patrol import Tip
+from guardlink.provisioning import create_keys, load_private_key
+from guardlink.roster import verify_roster
 from hub.database import make_engine, migrate
 from hub.field_tables import TipRow
 from hub.tables import EscalationRow, GuardRow, RejectionRow, RevisionRow, SiteRow
@@ -250,15 +252,17 @@ def test_the_nats_hub_benchmark_reports_every_figure_it_promises() -> None:
     assert figures["sites_simulated"] == 2000 and figures["unreceipted"] == 0 and figures["escalation_revisions"] > 0
 
 
-def test_field_reports_are_taken_by_one_worker_at_a_time_and_another_takes_over_without_losing_any(cluster: NatsCluster, postgres: Postgres, tmp_path: Path):
+def test_field_reports_and_rosters_go_through_one_worker_at_a_time_and_another_takes_over_without_losing_any(cluster: NatsCluster, postgres: Postgres, tmp_path: Path):
     """Tasks, field reports, call-ups and rosters speak MQTT through the cluster's listener (the district file's broker),
     from the one worker holding the district-links lock; when it is killed another takes over, and reports sent meanwhile
     wait in the field link's persistent session."""
     migrate(postgres.url)
     listener = cluster.mqtt_url(cluster.names[0])
+    signing_key, _ = create_keys(tmp_path / "keys", stem="district-roster")
     district_file = tmp_path / "district-links.yaml"
     district_file.write_text(
         f"district: {{id: {DISTRICT}, name: City}}\ndatabase: {postgres.url}\nlisten: 127.0.0.1:0\nbroker: mqtt://{listener.host}:{listener.port}\n"
+        f"registry: {{signing_key: {signing_key}}}\n"
         f"communities:\n  - {{id: c1, name: One, chief: Chief, outline: [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], sites: [{', '.join(SITES)}]}}\n"
     )
     workers = Workers(tmp_path, district_file, cluster)
@@ -288,6 +292,21 @@ def test_field_reports_are_taken_by_one_worker_at_a_time_and_another_takes_over_
         assert ("guardlink_hub_nats_fetched_total", ()) in samples
         return value(samples, "guardlink_hub_lock_held", lock="links")
 
+    def retained_rosters() -> dict[str, bytes]:
+        """What a client connecting now gets on every site's roster topic (retained messages only)."""
+        got: dict[str, bytes] = {}
+        edge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="roster-reader")
+        edge.on_message = lambda c, u, message: got.setdefault(message.topic.split("/")[-2], message.payload) if message.retain else None
+        edge.connect(site.host, site.port)
+        edge.loop_start()
+        try:
+            edge.subscribe(topics.police_roster(DISTRICT, "+"), qos=1)
+            wait_for(lambda: len(got) == len(SITES), 30, "every site's retained roster")
+        finally:
+            edge.loop_stop()
+            edge.disconnect()
+        return got
+
     def running_links() -> list[str]:
         return [name for name in workers.procs if "event=district_links_started" in workers.log(name)]
 
@@ -306,6 +325,11 @@ def test_field_reports_are_taken_by_one_worker_at_a_time_and_another_takes_over_
         wait_for(lambda: "event=district_links_started" in workers.log(standby), 30, f"worker {standby} taking over the links")
         wait_for(lambda: tips() == 20, 60, "every tip stored, those sent while no worker held the links too")
         assert links_held(standby) == 1.0
+        # Rosters went out from the links' worker over MQTT, retained: an edge connecting now gets its site's at once.
+        rosters = retained_rosters()
+        assert set(rosters) == set(SITES)
+        public_key = load_private_key(signing_key).public_key()
+        assert all(verify_roster(payload, public_key, district=DISTRICT, site=site).site == site for site, payload in rosters.items())
     finally:
         guard_app.loop_stop()
         guard_app.disconnect()
