@@ -332,18 +332,17 @@ class EdgeNode:
         keep_bytes = self.config.evidence_keep_mb * 1024 * 1024
         while True:
             await asyncio.sleep(evidence_store.SWEEP_EVERY_S)
-            waiting = self.uploads.waiting_paths() if self.uploads is not None else set()
-            if waiting is None or not self.evidence_dir.is_dir():
-                continue
-            try:
+            try:  # whatever goes wrong here is logged: the edge goes on
+                waiting = self.uploads.waiting_paths() if self.uploads is not None else set()
+                if waiting is None or not self.evidence_dir.is_dir():
+                    continue
                 swept = await asyncio.to_thread(evidence_store.sweep, self.evidence_dir, keep_bytes, held=waiting.__contains__, now=self.clock())
+                evidence_store.report(swept, keep_bytes)
+                self.evidence_swept = evidence_store.Swept(
+                    self.evidence_swept.removed + swept.removed, self.evidence_swept.removed_bytes + swept.removed_bytes, swept.kept_bytes, swept.over_limit,
+                )
             except Exception:
                 log.exception("event=evidence_sweep_failed")
-                continue
-            evidence_store.report(swept, keep_bytes)
-            self.evidence_swept = evidence_store.Swept(
-                self.evidence_swept.removed + swept.removed, self.evidence_swept.removed_bytes + swept.removed_bytes, swept.kept_bytes, swept.over_limit,
-            )
 
     def _report_guards(self) -> None:
         """The site's guards to the command centre when a state, job or position changed (at most every few seconds)."""
