@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from edge.supervision import Supervisor
     from edge.vision.process import CameraProcess
     from gateway.dc09_transmitter import AlarmCentres
+    from gateway.evidence_upload import EvidenceUploader
     from gateway.outbox import Outbox
     from gateway.uplink import PoliceUplink
     from guardlink.siteconfig import SiteConfig
@@ -58,6 +59,7 @@ class NodeView(Protocol):
     supervisor: Supervisor
     cameras: dict[str, CameraProcess]
     evidence_swept: Swept
+    uploads: EvidenceUploader | None
     site_connected: bool
     incidents: int
     set_aside: Tally[str]
@@ -337,6 +339,11 @@ class _NodeState:
         yield CounterMetricFamily("guardlink_evidence_removed_bytes", "Bytes of evidence removed to keep the directory under evidence_keep_mb", value=swept.removed_bytes)
         yield GaugeMetricFamily("guardlink_evidence_bytes", "What the evidence directory held after the last sweep", value=swept.kept_bytes)
         yield GaugeMetricFamily("guardlink_evidence_over_limit", "1 when only files not yet uploaded or recent keep it over evidence_keep_mb", value=float(swept.over_limit))
+        if node.uploads is not None:
+            uploads = node.uploads
+            yield CounterMetricFamily("guardlink_evidence_uploaded", "Evidence files the hub holds complete and checked", value=uploads.uploaded)
+            yield CounterMetricFamily("guardlink_evidence_upload_refused", "Evidence files the hub will never take (too large, changed or gone): not retried", value=uploads.refused)
+            yield GaugeMetricFamily("guardlink_evidence_uploads_pending", "Evidence files waiting to go to the hub", value=len(uploads.pending))
         yield from alarm_centre_metrics(self.monitor.node.alarm_centres.status())
         if monitor.telemetry is not None:
             stats = monitor.telemetry.stats

@@ -12,6 +12,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 from test_vision_edge import school_with
 
 from bench.scenes import Scene, Walker
@@ -131,6 +132,8 @@ async def test_a_panic_gets_the_zone_cameras_snapshot_and_pre_alarm_clip_and_the
                     raise AssertionError(f"timed out waiting for both files uploaded to the hub: {items}")
                 clip_item = next(i for i in items if i["kind"] == "clip")
                 seek = await hub_client.get(clip_item["url"], headers={"Range": "bytes=1000-"})
+            metrics = generate_latest(node.monitor.registry).decode()  # the edge's /metrics page, as rendered
+            assert "guardlink_evidence_uploaded_total 2.0" in metrics and "guardlink_evidence_uploads_pending 0.0" in metrics
 
     assert first.revision == 1 and first.evidence == [] and first.incident.zone == "yard"
     with_evidence = next(e for e in panics() if len(e.evidence) == 2)
