@@ -19,6 +19,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     assessment.add_argument("--period", required=True, help="a month (2026-11) or a year (2026), in the district's time zone")
     assessment.add_argument("--community", help="only this community (its id in the district file)")
     assessment.add_argument("--format", choices=("html", "csv"), default="html")
+    # hub.assessment_report.LANGUAGES, not imported here: the command line starts without the hub's modules
+    assessment.add_argument("--lang", choices=("en", "zh-CN"), default="en", help="the HTML report's language (CSV keeps English column names)")
     assessment.add_argument("--out", type=Path, help="file to write (default: standard output)")
     assessment.set_defaults(run=run_assessment)
 
@@ -41,7 +43,7 @@ def run_assessment(args: argparse.Namespace) -> int:
     engine = make_engine(args.database or config.database_url())
     migrate(engine)
     report = assess(engine, config, period, args.community)
-    text = to_csv(report) if args.format == "csv" else to_html(report)
+    text = to_csv(report) if args.format == "csv" else to_html(report, language=args.lang)
     if args.out is None:
         sys.stdout.write(text)
     else:

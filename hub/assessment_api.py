@@ -16,11 +16,11 @@ from sqlalchemy.engine import Engine
 from guardlink.districtconfig import DistrictConfig
 from hub.accounts import Principal, Role
 from hub.assessment import PeriodProblem, assess, parse_period
-from hub.assessment_report import to_csv, to_html
+from hub.assessment_report import LANGUAGES, to_csv, to_html
 
 
 def assessment_router(engine: Engine, config: DistrictConfig, principal: Callable[[Request], Principal]) -> APIRouter:
-    """`/api/reports/assessment?period=2026-11[&community=C][&format=json|csv|html]`."""
+    """`/api/reports/assessment?period=2026-11[&community=C][&format=json|csv|html][&lang=en|zh-CN]`."""
     router = APIRouter(prefix="/api/reports", tags=["reports"])
     community_sites: dict[str, Collection[str]] = {c.id: c.sites for c in config.communities}
 
@@ -30,6 +30,7 @@ def assessment_router(engine: Engine, config: DistrictConfig, principal: Callabl
         period: Annotated[str, Query(description="a month (2026-11) or a year (2026), in the district's time zone")],
         community: Annotated[str | None, Query(description="only this community")] = None,
         format: Annotated[str, Query(pattern="^(json|csv|html)$")] = "json",
+        lang: Annotated[str, Query(pattern=f"^({'|'.join(LANGUAGES)})$", description="the HTML report's language (CSV and JSON keep English keys)")] = "en",
     ) -> dict[str, Any] | Response:
         """Per guard, company, site and community: incidents, offer -> accept and accept -> on scene times (median, p90),
         declines, timeouts, false alarms, patrol check-ins on time, tips, training hours, vetting; the weekly trend."""
@@ -46,7 +47,7 @@ def assessment_router(engine: Engine, config: DistrictConfig, principal: Callabl
             return Response(to_csv(report), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="assessment-{span.name}.csv"'})
         if format == "html":
-            return HTMLResponse(to_html(report))
+            return HTMLResponse(to_html(report, language=lang))
         doc = asdict(report)
         doc["period"] = {"name": span.name, "start": span.start.isoformat(), "end": span.end.isoformat()}
         return doc

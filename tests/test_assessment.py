@@ -1,5 +1,6 @@
 """The assessment report: figures against hand-computed ones on a small fixed history, CSV, the API, the command line,
-and the HTML report rendered in Chromium (screenshot kept as docs/assessment.png when ASSESSMENT_SHOT is set)."""
+the report in Chinese, and the HTML report rendered in Chromium in both languages (screenshot kept as docs/assessment.png
+when ASSESSMENT_SHOT is set)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import io
 import os
 import random
+import re
 import shutil
 import subprocess
 from datetime import date, datetime, timedelta, timezone
@@ -32,7 +34,7 @@ from guardlink.models import (
 from hub.accounts import Accounts, Role
 from hub.api import create_app
 from hub.assessment import assess, parse_period, percentile
-from hub.assessment_report import to_csv, to_html
+from hub.assessment_report import to_csv, to_html, words_for
 from hub.database import make_engine, migrate
 from hub.field_tables import CheckinRow, PatrolWindowRow, TipRow
 from hub.register_tables import CompanyRow, RegisteredGuard, TrainingRow
@@ -175,6 +177,10 @@ def test_api_and_command_line_give_the_report(engine, tmp_path: Path) -> None:
         page = api.get("/api/reports/assessment", params={"period": "2026-11", "format": "html"}, headers=token)
         assert page.headers["content-type"].startswith("text/html") and "<svg" in page.text
         assert api.get("/api/reports/assessment", params={"period": "2026-13"}, headers=token).status_code == 422
+        chinese = api.get("/api/reports/assessment", params={"period": "2026-11", "format": "html", "lang": "zh-CN"}, headers=token)
+        assert chinese.status_code == 200 and '<html lang="zh-CN">' in chinese.text and "<h2>社区</h2>" in chinese.text
+        refused = api.get("/api/reports/assessment", params={"period": "2026-11", "format": "html", "lang": "fr"}, headers=token)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "lang"], refused.text
     district = tmp_path / "district.yaml"
     district.write_text(CONFIG.model_dump_json())
     out = tmp_path / "nov.csv"
@@ -182,9 +188,52 @@ def test_api_and_command_line_give_the_report(engine, tmp_path: Path) -> None:
                            "--community", "south", "--format", "csv", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert [r["name"] for r in csv.DictReader(out.open()) if r["level"] == "site"] == ["site-b"]
+    page = tmp_path / "nov.html"
+    done = subprocess.run([*GUARDLINK, "report", "assessment", "--config", str(district), "--database", str(engine.url), "--period", "2026-11",
+                           "--lang", "zh-CN", "--out", str(page)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert '<html lang="zh-CN">' in page.read_text(encoding="utf-8")
+    done = subprocess.run([*GUARDLINK, "report", "assessment", "--config", str(district), "--period", "2026-11", "--lang", "fr"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--lang" in done.stderr and "zh-CN" in done.stderr
 
 
-def synthetic_month(engine, seed: int = 7) -> DistrictConfig:
+ENGLISH_HEADINGS = ["Communities", "Security companies", "Sites", "Guards"]
+
+
+def test_the_report_reads_in_chinese(engine) -> None:
+    report = assess(engine, CONFIG, parse_period("2026-11"))
+    page = to_html(report, generated_at=datetime(2026, 12, 1, 8, tzinfo=timezone.utc), language="zh-CN")
+    assert page.startswith('<!doctype html><html lang="zh-CN">')
+    assert re.findall(r"<h2>(.*?)</h2>", page) == ["社区", "保安公司", "站点", "保安员"]
+    assert "<h1>保安员考核报告 · 2026-11</h1>" in page and "中位数" in page and "第90百分位" in page
+    # g1: accept median 25 s, on scene median 4 min, p90 4 min 48 s; g2's vetting ran out, g3's is pending
+    assert "<td>25 秒</td>" in page and "<td>4 分钟</td>" in page and "<td>4 分 48 秒</td>" in page
+    assert "有效期至 2027-01-01" in page and "已过期（2026-11-15）" in page and "审查中" in page
+    assert "<td>1 / 2</td>" in page  # g1's tips: one of two accepted
+    visible = re.sub(r"<style>.*?</style>", "", page)  # the data keeps its own names ("Beta Guards"): look for whole texts and words of ours
+    for english in [*(f">{h}<" for h in ENGLISH_HEADINGS), "Guard assessment", "median", "p90", "not recorded", "incidents", "week of", " min", " s<"]:
+        assert english not in visible, english
+    english = to_html(report, generated_at=datetime(2026, 12, 1, 8, tzinfo=timezone.utc))
+    assert '<html lang="en">' in english and re.findall(r"<h2>(.*?)</h2>", english) == ENGLISH_HEADINGS and "<td>4 min 48 s</td>" in english
+
+
+def test_chinese_durations_read_as_chinese() -> None:
+    words = words_for("zh-CN")
+    assert [words.duration(s) for s in (42, 180, 185, 3720, None)] == ["42 秒", "3 分钟", "3 分 5 秒", "1 小时 02 分", "—"]
+    assert [words_for("en").duration(s) for s in (42, 180, 185, 3720)] == ["42 s", "3 min", "3 min 05 s", "1 h 02 min"]
+
+
+def test_an_unknown_language_is_refused_naming_the_known_ones(engine) -> None:
+    with pytest.raises(ValueError, match=r"'fr'.*supported: en, zh-CN"):
+        to_html(assess(engine, CONFIG, parse_period("2026-11")), language="fr")
+
+
+ENGLISH_COMPANIES = ["Great Wall Security", "Qingcheng Guards", "Saihan Protection", "Northern Shield", "Hohhot Safety Services", "Jinqiao Security"]
+CHINESE_COMPANIES = ["长城保安", "青城护卫", "赛罕安保", "北方之盾", "呼和浩特市安全保卫服务有限公司", "金桥保安"]
+
+
+def synthetic_month(engine, seed: int = 7, companies: list[str] = ENGLISH_COMPANIES) -> DistrictConfig:
     """A month of a district of 4 communities, 6 companies, 12 sites and 60 guards, for looking at the report."""
     rng = random.Random(seed)
     names = ["Dongjie", "Hailar East", "Xilin South", "Zhongshan"]
@@ -192,7 +241,6 @@ def synthetic_month(engine, seed: int = 7) -> DistrictConfig:
     config = DistrictConfig.model_validate({"district": {"id": "xincheng", "name": "Xincheng District, Hohhot"}, "communities": [
         {"id": n.lower().replace(" ", "-"), "name": n, "chief": "chief", "outline": [[40.0, 111.0], [40.1, 111.0], [40.1, 111.1]], "sites": sites[i * 3:i * 3 + 3]}
         for i, n in enumerate(names)]})
-    companies = ["Great Wall Security", "Qingcheng Guards", "Saihan Protection", "Northern Shield", "Hohhot Safety Services", "Jinqiao Security"]
     speed = {c: 0.7 + 0.15 * i for i, c in enumerate(companies)}
     guards = [(f"g-{i:02d}", companies[i % 6], sites[i % 12]) for i in range(60)]
     now = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -257,3 +305,37 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
         assert pdf[:4] == b"%PDF" and not errors
     if os.environ.get("ASSESSMENT_SHOT"):
         shutil.copy(shot, os.environ["ASSESSMENT_SHOT"])
+
+
+@needs_chromium
+def test_chinese_report_renders_in_chromium(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'month.db'}")
+    migrate(engine)
+    config = synthetic_month(engine, companies=CHINESE_COMPANIES)
+    report = assess(engine, config, parse_period("2026-11"))
+    page_file = tmp_path / "assessment-zh.html"
+    page_file.write_text(to_html(report, generated_at=datetime(2026, 12, 1, 8, tzinfo=timezone.utc), language="zh-CN"), encoding="utf-8")
+    shot = tmp_path / "assessment-zh.png"
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1040, "height": 1100}, locale="zh-CN")
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: errors.append(f"request {r.url}") if not r.url.startswith(("file:", "data:")) else None)
+        page.goto(page_file.as_uri())
+        assert page.locator("svg").count() == 5
+        assert page.locator("h2").all_inner_texts() == ["社区", "保安公司", "站点", "保安员"]
+        # every chart's text stays inside its chart, and the marks and labels of a chart do not run into each other
+        spill = page.evaluate("""() => [...document.querySelectorAll("svg")].flatMap((svg, n) => {
+            const frame = svg.getBoundingClientRect();
+            const boxes = [...svg.querySelectorAll("text")].map((t) => ({ text: t.textContent, cls: t.getAttribute("class"), box: t.getBoundingClientRect() }));
+            const outside = boxes.filter((b) => b.box.left < frame.left - 0.5 || b.box.right > frame.right + 0.5).map((b) => `chart ${n}: ${b.text} outside`);
+            const marks = boxes.filter((b) => b.cls === "mark" || b.cls === "label" || b.cls === "chart-title");
+            const overlaps = marks.flatMap((a, i) => marks.slice(i + 1).filter((b) => a.box.left < b.box.right && b.box.left < a.box.right
+                && a.box.top < b.box.bottom && b.box.top < a.box.bottom).map((b) => `chart ${n}: ${a.text} over ${b.text}`));
+            return [...outside, ...overlaps];
+        })""")
+        assert not spill, spill
+        page.screenshot(path=str(shot), full_page=True)
+        pdf = page.pdf(format="A4")
+        assert pdf[:4] == b"%PDF" and not errors
+    assert shot.stat().st_size > 0

@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { h, replace } from "./dom.js";
-import { t } from "./i18n.js";
+import { currentLanguage, t } from "./i18n.js";
 import { state } from "./store.js";
 
 const ALL = "";
@@ -34,6 +34,7 @@ export function mount(root, period, community) {
   function query(format) {
     const params = new URLSearchParams({ period: month.value, format });
     if (communities.value) params.set("community", communities.value);
+    if (format === "html") params.set("lang", currentLanguage()); // the report in the console's language; CSV keeps its English columns
     return `/api/reports/assessment?${params}`;
   }
 
