@@ -476,8 +476,8 @@ h1{{font-size:22px;margin:0}} h2{{font-size:17px;margin:28px 0 8px;border-bottom
 svg{{max-width:100%;height:auto}} svg text{{font-family:inherit}}
 .chart-title{{font-size:14px;font-weight:600;fill:{INK}}} .tick,.axis{{font-size:11px;fill:{MUTED}}} .label{{font-size:12px;fill:{INK}}}
 .value{{font-size:11px;fill:{INK}}} .mark{{font-size:11px;font-weight:600;fill:{INK}}}
-table{{border-collapse:collapse;width:100%;font-size:11.5px}} th,td{{padding:3px 5px;border-bottom:1px solid {GRID};text-align:right;white-space:nowrap}}
-th{{white-space:normal;vertical-align:bottom;font-weight:600}} td.wrap{{white-space:normal}}
+table{{border-collapse:collapse;width:100%;font-size:10.5px}} th,td{{padding:3px 4px;border-bottom:1px solid {GRID};text-align:right;white-space:nowrap}}
+th{{white-space:normal;vertical-align:bottom;font-weight:600}} td.wrap,td.text{{white-space:normal}} .date{{white-space:nowrap}} td.text{{min-width:6em}}
 th:first-child,td:first-child,td.text,th.text{{text-align:left}} th{{background:#f4f6f8;position:sticky;top:0}}
 td.nr{{color:{MUTED};font-style:italic}} .note{{color:{MUTED};font-size:12px}}
 @page{{size:A4;margin:12mm}}
@@ -553,12 +553,20 @@ def _share(part: int | None, whole: int | None, w: Words) -> str:
     return w.percent(100 * part / whole) if whole else "—"
 
 
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _unbroken_dates(text: str) -> str:
+    """A date in a wrapping cell stays on one line (a line break after "2027-06-" reads as another date)."""
+    return DATE.sub(lambda m: f'<span class="date">{m.group(0)}</span>', text)
+
+
 def _table(title: str, rows: list[dict[str, Any]], first: list[str], w: Words, guards_column: bool = True) -> str:
     head = ([f'<th class="text">{_e(w(f"column.{key}"))}</th>' for key in first] + ([f"<th>{_e(w('column.guards'))}</th>"] if guards_column else [])
             + [f"<th>{_e(w(f'column.{key}'))}</th>" for key in TABLE_COLUMNS])
     body = []
     for row in rows:
-        cells = [f'<td class="text">{_e(row.get(key) if row.get(key) is not None else "—")}</td>' for key in first]
+        cells = [f'<td class="text">{_unbroken_dates(_e(row.get(key) if row.get(key) is not None else "—"))}</td>' for key in first]
         cells += [f"<td>{row['guards']}</td>"] if guards_column else []
         cells += [_cell(key, row.get(key), row, w) for key in TABLE_COLUMNS]
         body.append(f"<tr>{''.join(cells)}</tr>")
