@@ -218,7 +218,9 @@ def assess(engine: Engine, config: DistrictConfig, period: Period, community: st
         )
         if wanted is not None:
             query = query.where(EscalationRow.site.in_(wanted))
-        revisions = [(e, s, d) for e, s, d in session.execute(query)]
+        # Annotated: the JSON column leaves SQLAlchemy's rows untyped, which mypy unpacks to `object`.
+        revision_rows: Iterable[tuple[str, str, dict[str, Any]]] = session.execute(query)
+        revisions = [(e, s, d) for e, s, d in revision_rows]
         rows = session.execute(
             select(EscalationRow.id, EscalationRow.status, EscalationRow.detected_at).where(EscalationRow.id.in_({e for e, _, _ in revisions}))
         ).all() if revisions else []
@@ -239,7 +241,10 @@ def assess(engine: Engine, config: DistrictConfig, period: Period, community: st
     names = {o.guard: o.name for o in offers}
     last_day = _day(period.end, config) - timedelta(days=1)
     in_scope = set(per_guard) | {g for g, row in register.items() if wanted is None or row.site in wanted}
-    guards, by_company, by_site, by_community = [], defaultdict(Figures), defaultdict(Figures), defaultdict(Figures)
+    guards: list[dict[str, Any]] = []
+    by_company: defaultdict[str, Figures] = defaultdict(Figures)
+    by_site: defaultdict[str, Figures] = defaultdict(Figures)
+    by_community: defaultdict[str, Figures] = defaultdict(Figures)
     for guard in sorted(in_scope):
         f = per_guard.get(guard) or Figures(guards={guard})
         f.guards.add(guard)
@@ -258,14 +263,14 @@ def assess(engine: Engine, config: DistrictConfig, period: Period, community: st
         by_company[company].add(f)
     for offer_site, escalation_figures in _per_site(offers, per_guard, final).items():
         by_site[offer_site].add(escalation_figures)
-    for guard in guards:  # guards posted at a site count there and in its community even with no incident
-        if guard["site"] is not None and (wanted is None or guard["site"] in wanted):
-            g = by_site[guard["site"]]
-            g.guards.add(guard["guard"])
-            g.training_hours += guard["training_hours"]
+    for posted in guards:  # guards posted at a site count there and in its community even with no incident
+        if posted["site"] is not None and (wanted is None or posted["site"] in wanted):
+            g = by_site[posted["site"]]
+            g.guards.add(posted["guard"])
+            g.training_hours += posted["training_hours"]
             for name in ("checkins", "checkins_on_time", "tips", "tips_accepted"):
-                if guard[name] is not None:
-                    setattr(g, name, (getattr(g, name) or 0) + guard[name])
+                if posted[name] is not None:
+                    setattr(g, name, (getattr(g, name) or 0) + posted[name])
     for site, f in by_site.items():
         by_community[site_community.get(site) or "(no community)"].add(f)
     total = Figures()
@@ -328,15 +333,20 @@ def _field_figures(session: Session, period: Period) -> tuple[dict[str, tuple[in
             select(PatrolWindowRow.point).where(PatrolWindowRow.point == CheckinRow.point, PatrolWindowRow.outcome == "on_time",
                                                 PatrolWindowRow.start <= CheckinRow.at, PatrolWindowRow.at >= CheckinRow.at).exists()
         )
-        rows = session.execute(select(CheckinRow.guard, func.count(), func.sum(case((on_time, 1), else_=0)))
-                               .where(CheckinRow.at >= period.start, CheckinRow.at < period.end).group_by(CheckinRow.guard))
-        checkins = {g: (int(n), int(ok or 0)) for g, n, ok in rows}
+        # Annotated: the untyped sum() leaves SQLAlchemy's rows untyped, which mypy unpacks to `object`.
+        checkin_rows: Iterable[tuple[str, int, int | None]] = session.execute(
+            select(CheckinRow.guard, func.count(), func.sum(case((on_time, 1), else_=0)))
+            .where(CheckinRow.at >= period.start, CheckinRow.at < period.end).group_by(CheckinRow.guard)
+        )
+        checkins = {g: (int(n), int(ok or 0)) for g, n, ok in checkin_rows}
     if recorded["tips"]:
         from hub.field_tables import TipRow
 
-        rows = session.execute(select(TipRow.guard, func.count(), func.sum(case((TipRow.state == "accepted", 1), else_=0)))
-                               .where(TipRow.at >= period.start, TipRow.at < period.end).group_by(TipRow.guard))
-        tips = {g: (int(n), int(ok or 0)) for g, n, ok in rows}
+        tip_rows: Iterable[tuple[str, int, int | None]] = session.execute(
+            select(TipRow.guard, func.count(), func.sum(case((TipRow.state == "accepted", 1), else_=0)))
+            .where(TipRow.at >= period.start, TipRow.at < period.end).group_by(TipRow.guard)
+        )
+        tips = {g: (int(n), int(ok or 0)) for g, n, ok in tip_rows}
     return checkins, tips, recorded
 
 

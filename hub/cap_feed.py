@@ -6,8 +6,8 @@ Same rules as the rest of the API: a session or a bearer token, and a chief sees
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Collection, Iterable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import select
@@ -30,7 +30,7 @@ ET.register_namespace("", ATOM_NS)  # the feed's own elements unprefixed; CAP in
 def cap_router(engine: Engine, config: DistrictConfig, principal: Callable[[Request], Principal]) -> APIRouter:
     """`GET /api/cap/alerts.atom` (open incidents, newest first) and `GET /api/cap/alerts/{incident}.xml[?revision=N]`."""
     router = APIRouter(prefix="/api/cap", tags=["cap"])
-    community_sites = {c.id: c.sites for c in config.communities}
+    community_sites: dict[str, Collection[str]] = {c.id: c.sites for c in config.communities}
     signed_in = Depends(principal)
 
     def revisions(db: Session, incident_id: str, user: Principal) -> list[Escalation]:
@@ -38,7 +38,8 @@ def cap_router(engine: Engine, config: DistrictConfig, principal: Callable[[Requ
         sites = user.visible_sites(community_sites)
         if row is None or (sites is not None and row.site not in sites):
             raise HTTPException(404, f"no incident {incident_id!r}")
-        docs = db.scalars(select(RevisionRow.document).where(RevisionRow.escalation_id == incident_id).order_by(RevisionRow.revision))
+        # Annotated: SQLAlchemy leaves a select of a JSON column untyped.
+        docs: Iterable[dict[str, Any]] = db.scalars(select(RevisionRow.document).where(RevisionRow.escalation_id == incident_id).order_by(RevisionRow.revision))
         return [Escalation.model_validate(doc) for doc in docs]
 
     @router.get("/alerts/{incident_id}.xml", response_class=Response, responses={200: {"content": {cap.CAP_MEDIA_TYPE: {}}}, 404: {}})

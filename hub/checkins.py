@@ -205,9 +205,11 @@ class PatrolWatch:
             since = now - timedelta(days=3)
             session.flush()
             checkins: dict[str, list[datetime]] = {}
-            for point_id, at in session.execute(select(CheckinRow.point, CheckinRow.at).where(CheckinRow.at >= since)).all():
-                checkins.setdefault(point_id, []).append(at)
-            judged = {tuple(row) for row in session.execute(select(PatrolWindowRow.route, PatrolWindowRow.point, PatrolWindowRow.start).where(PatrolWindowRow.start >= since))}
+            for point_id, checked_at in session.execute(select(CheckinRow.point, CheckinRow.at).where(CheckinRow.at >= since)).all():
+                checkins.setdefault(point_id, []).append(checked_at)
+            judged = {(route, point_id, start) for route, point_id, start in session.execute(
+                select(PatrolWindowRow.route, PatrolWindowRow.point, PatrolWindowRow.start).where(PatrolWindowRow.start >= since)
+            )}
             for verdict in judge(self.config.patrol.routes, self.points, checkins, judged, self.zone, now, self.config.patrol.late_s):
                 record_verdict(session, self.config, verdict, now)
 

@@ -7,16 +7,16 @@ id that snapshot was read after; it never polls for incidents.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVarTuple
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from guardlink.districtconfig import Community, DistrictConfig
 from guardlink.models import Assignment, EscalationStatus
@@ -25,6 +25,7 @@ from hub.tables import ChangeRow, EscalationRow, RevisionRow
 from hub.views import IncidentSummary, incident_summary
 
 log = logging.getLogger(__name__)
+Columns = TypeVarTuple("Columns")  # what a query selects, kept through `visible`
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}
@@ -61,10 +62,10 @@ class Snapshot(BaseModel):
 def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Request], Principal]) -> APIRouter:
     """The console's page, files and reads; `user` is the API's dependency that finds who is asking (401 otherwise)."""
     router = APIRouter()
-    community_sites = {c.id: c.sites for c in config.communities}
+    community_sites: dict[str, Collection[str]] = {c.id: c.sites for c in config.communities}
     asking = Depends(user)  # a default value, not an annotation: annotations are strings here, resolved at module level
 
-    def visible(query: Any, column: Any, who: Principal) -> Any:
+    def visible(query: Select[*Columns], column: QueryableAttribute[str], who: Principal) -> Select[*Columns]:
         sites = who.visible_sites(community_sites)
         return query if sites is None else query.where(column.in_(sites))
 
@@ -105,7 +106,8 @@ def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Re
             EscalationRow.site, who,
         )
         query = query.where(EscalationRow.id.in_(ids)) if ids is not None else query.where(EscalationRow.status.not_in(FINAL_STATUSES))
-        rows = db.execute(query.order_by(EscalationRow.detected_at).limit(BOARD_LIMIT))
+        # Annotated: the JSON column leaves SQLAlchemy's rows untyped, which mypy unpacks to `object`.
+        rows: Iterable[tuple[EscalationRow, dict[str, Any]]] = db.execute(query.order_by(EscalationRow.detected_at).limit(BOARD_LIMIT))
         return [_board_row(row, document) for row, document in rows]
 
     @router.get("/api/console/snapshot", response_model=Snapshot, tags=["console"])
@@ -132,13 +134,12 @@ def console_router(*, engine: Engine, config: DistrictConfig, user: Callable[[Re
         communities = [c for c in config.communities if visible_sites is None or c.id in who.communities]
         with Session(engine) as db:
             latest = visible(select(EscalationRow.site, func.max(EscalationRow.id).label("id")), EscalationRow.site, who).group_by(EscalationRow.site).subquery()
-            placed = {
-                site: document.get("site", {}) for site, document in db.execute(
-                    select(latest.c.site, RevisionRow.document)
-                    .join(EscalationRow, EscalationRow.id == latest.c.id)
-                    .join(RevisionRow, (RevisionRow.escalation_id == EscalationRow.id) & (RevisionRow.revision == EscalationRow.revision))
-                )
-            }
+            documents: Iterable[tuple[str, dict[str, Any]]] = db.execute(  # annotated: as in board_rows
+                select(latest.c.site, RevisionRow.document)
+                .join(EscalationRow, EscalationRow.id == latest.c.id)
+                .join(RevisionRow, (RevisionRow.escalation_id == EscalationRow.id) & (RevisionRow.revision == EscalationRow.revision))
+            )
+            placed = {site: document.get("site", {}) for site, document in documents}
         features = [_community_feature(c) for c in communities]
         for community in communities:
             for site in community.sites:

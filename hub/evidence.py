@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
@@ -78,7 +78,7 @@ def evidence_router(engine: Engine, config: DistrictConfig, principal: Callable[
     """Upload (sites) and download (police) of evidence files; `principal` is the API's who-is-asking dependency."""
     directory = config.evidence_path(engine.url.database if engine.dialect.name == "sqlite" else None)
     max_bytes = int(config.settings.evidence_max_mb * 1_000_000)
-    community_sites = {c.id: c.sites for c in config.communities}
+    community_sites: dict[str, Collection[str]] = {c.id: c.sites for c in config.communities}
     completing: dict[tuple[str, str], asyncio.Lock] = {}
     User = Annotated[Principal, Depends(principal)]
     router = APIRouter(tags=["evidence"])

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from guardlink.districtconfig import DistrictConfig, RegisterSettings
@@ -167,7 +167,8 @@ def guard_values(row: RegisteredGuard) -> dict[str, Any]:
 
 def bump(session: Session, now: datetime) -> None:
     """Count one more change of the register (the roster publisher polls this revision)."""
-    if session.execute(update(RegisterState).where(RegisterState.id == 1).values(revision=RegisterState.revision + 1, changed_at=now)).rowcount == 0:
+    statement = update(RegisterState).where(RegisterState.id == 1).values(revision=RegisterState.revision + 1, changed_at=now)
+    if cast("CursorResult[Any]", session.execute(statement)).rowcount == 0:  # an UPDATE's result (typed as any Result)
         session.add(RegisterState(id=1, revision=1, changed_at=now))
 
 
@@ -183,10 +184,11 @@ def insert_many(session: Session, table: type[Base], rows: list[dict[str, Any]])
     if not rows:
         return
     connection = session.connection()
+    target = cast(Table, table.__table__)  # a declarative class's table (typed as any FromClause)
     if connection.dialect.name == "sqlite":
-        connection.execute(insert(table.__table__).returning(*table.__table__.primary_key.columns), rows).all()
+        connection.execute(insert(target).returning(*target.primary_key.columns), rows).all()
     else:
-        connection.execute(insert(table.__table__), rows)
+        connection.execute(insert(target), rows)
 
 
 def audit_rows(session: Session, entries: Iterable[tuple[str, dict[str, Any]]], *, actor: str | None, address: str | None, now: datetime) -> None:

@@ -8,7 +8,7 @@ hashed) and only ever answered masked. Every change is in the audit table (actio
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, and `User` is local to the router.
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -152,7 +152,7 @@ def register_router(engine: Engine, config: DistrictConfig, principal: Callable[
     """The register's routes; `principal` is the API's who-is-asking dependency, `accounts` its audit trail's clock."""
     router = APIRouter(prefix="/api/register", tags=["register"])
     User = Annotated[Principal, Depends(principal)]
-    community_sites = {c.id: c.sites for c in config.communities}
+    community_sites: dict[str, Collection[str]] = {c.id: c.sites for c in config.communities}
     all_sites = config.sites()
     hasher: list[IdHasher] = []  # loaded on first use: a hub without a key still serves the rest
 
