@@ -34,7 +34,7 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP) system-deps
 	$(BIN)/python -m pytest
 
-## lint: ruff, mypy on the contract, drivers, gateway and edge, and the import layers (pyproject.toml)
+## lint: ruff, mypy on the contract, drivers, gateway, edge and hub, and the import layers (pyproject.toml)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

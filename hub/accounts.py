@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -123,7 +123,7 @@ class Principal:
     def can_command(self) -> bool:
         return self.role in (Role.DISPATCHER, Role.CHIEF)
 
-    def visible_sites(self, community_sites: dict[str, Collection[str]]) -> frozenset[str] | None:
+    def visible_sites(self, community_sites: Mapping[str, Collection[str]]) -> frozenset[str] | None:
         """The sites this user may see, given each community's sites; None means every site."""
         if self.role is Role.SITE:
             return frozenset()  # an edge's upload token reads nothing of the police's

@@ -14,10 +14,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gateway.connection import Client, Message, MqttError, stay_connected
@@ -179,7 +179,7 @@ class EventService:
     def _mark_sent(self, sent: dict[str, list[dict[str, Any]]]) -> None:
         """Nothing more pending for these rows (unless the API asked for something else meanwhile); call-ups: sent now."""
         now = _at(self.clock())
-        table = EventGuardRow.__table__
+        table = cast(Table, EventGuardRow.__table__)  # a declarative class's table (typed as any FromClause)
         with Session(self.engine) as session, session.begin():
             for kind, keys in sent.items():
                 values: dict[str, Any] = {"pending": None, **({"sent_at": now} if kind == CallUpKind.CALLUP else {})}

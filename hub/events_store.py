@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import CursorResult, Table, Update, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from guardlink.callup import Answer, GuardAnswer
@@ -145,7 +145,7 @@ def counts(session: Session, event_id: str) -> list[SectorCount]:
         select(EventGuardRow.sector, EventGuardRow.role, EventGuardRow.state, func.count())
         .where(EventGuardRow.event_id == event_id).group_by(EventGuardRow.sector, EventGuardRow.role, EventGuardRow.state)
     ).all()
-    return headcount(needs, [tuple(r) for r in rows])
+    return headcount(needs, [(sector, role, state, count) for sector, role, state, count in rows])
 
 
 def fill(session: Session, config: DistrictConfig, event: EventRow, now: datetime) -> int:
@@ -176,7 +176,7 @@ def apply_answers(session: Session, answers: Iterable[GuardAnswer], now: datetim
     by_event: dict[str, list[GuardAnswer]] = defaultdict(list)
     for answer in answers:
         by_event[answer.event].append(answer)
-    table = EventGuardRow.__table__
+    table = cast(Table, EventGuardRow.__table__)  # a declarative class's table (typed as any FromClause)
     changed: set[str] = set()
     for event_id, given in by_event.items():
         event = session.get(EventRow, event_id)
@@ -228,14 +228,14 @@ def check(session: Session, config: DistrictConfig, now: datetime) -> set[str]:
             changed.add(event.id)
             continue
         eg = EventGuardRow
-        late = session.execute(update(eg).where(
+        late = _updated(session, update(eg).where(
             eg.event_id == event.id, eg.state == EventGuardState.CALLED.value, eg.sent_at.is_not(None),
             eg.sent_at < now - timedelta(seconds=event.answer_within_s),
-        ).values(state=EventGuardState.NO_ANSWER.value, pending=None)).rowcount
+        ).values(state=EventGuardState.NO_ANSWER.value, pending=None))
         absent = 0
         if now >= event.starts_at + timedelta(seconds=event.arrive_grace_s):
-            absent = session.execute(update(eg).where(eg.event_id == event.id, eg.state == EventGuardState.CONFIRMED.value)
-                                     .values(state=EventGuardState.NO_SHOW.value)).rowcount
+            absent = _updated(session, update(eg).where(eg.event_id == event.id, eg.state == EventGuardState.CONFIRMED.value)
+                              .values(state=EventGuardState.NO_SHOW.value))
         came = arrivals_by_position(session, event, now)
         called = fill(session, config, event, now)
         if late or absent or came or called:
@@ -258,6 +258,8 @@ def arrivals_by_position(session: Session, event: EventRow, now: datetime) -> in
     areas = [(s.id, ring(s.area, s.id)) for s in session.scalars(select(SectorRow).where(SectorRow.event_id == event.id).order_by(SectorRow.id))]
     came = 0
     for row, lat, lon, position_at in rows:
+        if lat is None or lon is None:  # the query takes placed guards only
+            continue
         point = LatLon(lat, lon)
         here = next((sector for sector, corners in areas if inside(point, corners)), None)
         if here is not None:
@@ -301,7 +303,7 @@ def stand_down(session: Session, event: EventRow, now: datetime, guards: Collect
     query = update(eg).where(eg.event_id == event.id, eg.state.in_([*(s.value for s in FILLING), EventGuardState.NO_SHOW.value]))
     if guards is not None:
         query = query.where(eg.guard.in_(list(guards)))
-    count = session.execute(query.values(state=EventGuardState.STOOD_DOWN.value, pending="stand_down")).rowcount
+    count = _updated(session, query.values(state=EventGuardState.STOOD_DOWN.value, pending="stand_down"))
     if guards is None:
         event.state, event.updated_at = ENDED, now
     return count
@@ -310,7 +312,12 @@ def stand_down(session: Session, event: EventRow, now: datetime, guards: Collect
 def release(session: Session, event: EventRow, guards: Collection[str], released: bool = True) -> int:
     """Let these guards of the event take site jobs again (or hold them again); how many."""
     eg = EventGuardRow
-    return session.execute(update(eg).where(eg.event_id == event.id, eg.guard.in_(list(guards))).values(released=released)).rowcount
+    return _updated(session, update(eg).where(eg.event_id == event.id, eg.guard.in_(list(guards))).values(released=released))
+
+
+def _updated(session: Session, statement: Update) -> int:
+    """Run an UPDATE; how many rows it changed."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 def held_by_site(session: Session) -> dict[str, list[str]]:
@@ -321,7 +328,8 @@ def held_by_site(session: Session) -> dict[str, list[str]]:
         EventRow.state == OPEN, eg.state.in_([s.value for s in HOLDING]), eg.released.is_(False), eg.site.is_not(None),
     ).order_by(eg.site, eg.guard))
     for site, guard in rows:
-        held[site].append(guard)
+        if site is not None:  # the query takes guards with a home site only
+            held[site].append(guard)
     return dict(held)
 
 

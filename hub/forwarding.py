@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
@@ -90,7 +90,9 @@ class StoreSource:
                     select(RevisionRow.escalation_id, RevisionRow.revision, RevisionRow.document)
                     .where(RevisionRow.escalation_id.in_({key for key, _ in wanted}), RevisionRow.revision.in_({number for _, number in wanted}))
                 )
-                documents = {wanted[(key, number)]: document for key, number, document in found if (key, number) in wanted}
+                for key, number, document in found:
+                    if (key, number) in wanted:
+                        documents[wanted[(key, number)]] = cast(dict[str, Any], document)  # the JSON column's Python type
         entries: list[tuple[int, Escalation | None]] = [(change, Escalation.model_validate(documents[change])) for change in sorted(documents)]
         if rows and (not entries or entries[-1][0] != rows[-1].id):
             entries.append((rows[-1].id, None))  # the cursor moves past site and guard changes too

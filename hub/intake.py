@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, select
@@ -114,6 +115,12 @@ class Intake:
         """The database writers running (on /metrics)."""
         return [self._writer] if self._writer is not None else []
 
+    def _running_writer(self) -> Writer:
+        """The writer `run` started (messages come only after it did)."""
+        if self._writer is None:
+            raise RuntimeError("the intake's writer is not running: run() starts it before taking messages")
+        return self._writer
+
     def pulls(self) -> tuple[int, int] | None:
         """Messages pulled and batches held uncommitted, for a worker that pulls from a cluster (on /metrics); None here."""
         return None
@@ -131,11 +138,12 @@ class Intake:
             await asyncio.sleep(self.check_every_s)
             await self._refresh_liveness()
             now = self.clock()
-            silent: list[Item] = [SiteSilent(n.site, n, iso(now)) for n in self.monitor.overdue(now)]
-            for item in silent:
-                log.warning("event=site_offline site=%s detail=%r", item.site, item.notice.detail)
-            if silent:
-                self._writer.submit(silent, lambda stored: self.notify.set())
+            overdue = self.monitor.overdue(now)
+            for notice in overdue:
+                log.warning("event=site_offline site=%s detail=%r", notice.site, notice.detail)
+            if overdue:
+                silent: list[Item] = [SiteSilent(n.site, n, iso(now)) for n in overdue]
+                self._running_writer().submit(silent, lambda stored: self.notify.set())
 
     async def _refresh_liveness(self) -> None:
         """Nothing to do: this intake sees every heartbeat (hub workers that share them refresh from the database)."""
@@ -149,7 +157,7 @@ class Intake:
             log.info("event=intake_subscribed district=%s", self.district)
             async for batch in client.batches():
                 items = [self._contained(message) for message in batch]
-                self._writer.submit([i for i in items if i is not None], lambda stored, c=client, b=batch: self._committed(c, b, stored))
+                self._running_writer().submit([i for i in items if i is not None], partial(self._committed, client, batch))
         finally:
             self.client = None
 

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -268,7 +269,9 @@ class NatsIntake(Intake):
             held = tuple(batch)
             self._holding.add(held)
             writer = self._escalations_writer if kind == "escalations" else self._writer
-            writer.submit([i for i in items if i is not None], lambda stored, b=batch, h=held: self._done(slots, b, h, stored))
+            if writer is None:
+                raise RuntimeError("the worker's writers are not running: run() starts them before pulling")
+            writer.submit([i for i in items if i is not None], partial(self._done, slots, batch, held))
 
     def _done(self, slots: asyncio.Semaphore, batch: list[Delivery], held: tuple[Delivery, ...], stored: Stored) -> None:
         slots.release()
@@ -301,7 +304,8 @@ class NatsIntake(Intake):
         log.warning("event=nats_disconnected")
 
     async def _reconnected(self) -> None:
-        log.info("event=nats_reconnected server=%s", self.client.connection.connected_url.netloc if self.client else "?")
+        url = self.client.connection.connected_url if self.client else None
+        log.info("event=nats_reconnected server=%s", url.netloc if url else "?")
 
 
 def is_nats(url: Any) -> bool:

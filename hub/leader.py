@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -80,7 +81,7 @@ class DistrictLock:
             self._file.release()
 
 
-async def while_leader(lock: DistrictLock, work: Callable[[], Awaitable[None]], *, standby_reason: str) -> None:
+async def while_leader(lock: DistrictLock, work: Callable[[], Coroutine[Any, Any, None]], *, standby_reason: str) -> None:
     """Run `work()` whenever this worker holds `lock`, until cancelled: wait while another holds it (logged once as
     `event=<name>_standby`), stop the work at once when the lock is lost (`event=<name>_stopped`) and wait again."""
     waiting_logged = False

@@ -110,7 +110,7 @@ class RosterPublisher:
                 self._derive_all(session, now)
                 sites = None
             else:
-                sites = self._changed_sites(session) | set(requested or ())
+                sites = self._changed_sites(session, self._changed_since) | set(requested or ())
             rosters = site_rosters(session, self.config, district_today(self.config, now), sites)
             self.derived_sites = len(rosters)
             rows = {row.site: row for row in session.scalars(select(RosterRow))}
@@ -149,16 +149,16 @@ class RosterPublisher:
         recent = select(RegisteredGuard.id, RegisteredGuard.updated_at).where(RegisteredGuard.updated_at >= self._changed_since - CHANGE_MARGIN)
         self._derived = {row.id: row.updated_at for row in session.execute(recent)}
 
-    def _changed_sites(self, session: Session) -> set[str]:
+    def _changed_sites(self, session: Session, derived_until: datetime) -> set[str]:
         """Sites whose roster a guard changed since the last derivation may change: where the guard is posted now, and
         where the last roster listed them. Timestamps are the writers'; a margin covers a transaction committed late
         (and the full cycle every `roster_every_s` covers anything else). A change already derived is not derived again
         while it stays within the margin, so a bulk import costs one derivation of its sites, not one per poll."""
-        since = self._changed_since - CHANGE_MARGIN
+        since = derived_until - CHANGE_MARGIN
         recent = session.execute(select(RegisteredGuard.id, RegisteredGuard.site, RegisteredGuard.updated_at).where(RegisteredGuard.updated_at >= since)).all()
         changed = [row for row in recent if self._derived.get(row.id) != row.updated_at]
         self._derived = {row.id: row.updated_at for row in recent}
-        self._changed_since = max([self._changed_since, *(row.updated_at for row in changed)])
+        self._changed_since = max([derived_until, *(row.updated_at for row in changed)])
         placed = set(self.config.sites())
         return {site for row in changed for site in (row.site, self._listed.get(row.id)) if site in placed}
 

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from sqlalchemy import Engine
@@ -25,6 +25,9 @@ from hub.leader import DistrictLock, while_leader
 from hub.metrics import hub_metrics
 from hub.register_publisher import roster_service
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +35,7 @@ class CommandsNotSent(Exception):
     """The hub is not connected to the district broker: the command could not go out."""
 
 
-def command_publisher(intake: Intake) -> Callable[[str, PoliceCommand], object]:
+def command_publisher(intake: Intake) -> Callable[[str, PoliceCommand], Awaitable[None]]:
     """`publish_command(site, command)` for the API: QoS 1 on the site's commands topic, over the intake's connection."""
 
     async def publish_command(site: str, command: PoliceCommand) -> None:
@@ -46,7 +49,7 @@ def command_publisher(intake: Intake) -> Callable[[str, PoliceCommand], object]:
     return publish_command
 
 
-def app_for(engine: Engine, config: DistrictConfig, intake: Intake, metrics: Callable[[], bytes] | None = None) -> object:
+def app_for(engine: Engine, config: DistrictConfig, intake: Intake, metrics: Callable[[], bytes] | None = None) -> FastAPI:
     """The ASGI app: hub.api's, over the same engine, publishing commands through the intake and woken by its commits."""
     from hub.api import create_app
 

@@ -182,16 +182,16 @@ class ChangeFeed:
                 last = page[-1].id
             while True:
                 try:
-                    change = await asyncio.wait_for(queue.get(), idle_s)
+                    live = await asyncio.wait_for(queue.get(), idle_s)
                 except TimeoutError:
                     yield None
                     continue
-                if change is None:
+                if live is None:
                     return  # the feed stopped, or this client fell too far behind: it reconnects and resumes
-                if change.id > last:
-                    last = change.id
-                    if visible(change):
-                        yield change
+                if live.id > last:
+                    last = live.id
+                    if visible(live):
+                        yield live
 
 
 def _payload_site(payload: dict[str, Any]) -> str | None:

@@ -13,7 +13,10 @@ target_metadata = Base.metadata
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("migrations need a connection or sqlalchemy.url (hub/database.py migrate passes one)")
+        engine = make_engine(url)
         with engine.begin() as connection:
             context.configure(connection=connection, target_metadata=target_metadata)
             with context.begin_transaction():
