@@ -307,16 +307,17 @@ def histogram(values: list[float], title: str, colour: str, w: Words = ENGLISH, 
     counts = [0] * bins
     for v in values:
         counts[min(int(v // step), bins - 1)] += 1
-    peak = max(counts)
+    count_step = max(1, math.ceil(max(counts) / 4))  # whole numbers on the axis, never one repeated
+    axis_top = count_step * 4
     plot_w, plot_h = width - left - right, height - top - bottom
     bar_w = plot_w / bins
     parts = [_title(title)]
     for i in range(5):
         y = top + plot_h * i / 4
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{round(peak * (4 - i) / 4)}</text>')
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{count_step * (4 - i)}</text>')
     for i, count in enumerate(counts):
-        h = plot_h * count / peak if peak else 0
+        h = plot_h * count / axis_top
         span = f"{w.duration(i * step)}–{w.duration((i + 1) * step)}"
         parts.append(f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{colour}" opacity=".8">'
                      f"<title>{_e(w('histogram.bin', span=span, count=count))}</title></rect>")

@@ -34,7 +34,7 @@ from guardlink.models import (
 from hub.accounts import Accounts, Role
 from hub.api import create_app
 from hub.assessment import assess, parse_period, percentile
-from hub.assessment_report import to_csv, to_html, words_for
+from hub.assessment_report import histogram, to_csv, to_html, words_for
 from hub.database import make_engine, migrate
 from hub.field_tables import CheckinRow, PatrolWindowRow, TipRow
 from hub.register_tables import CompanyRow, RegisteredGuard, TrainingRow
@@ -223,6 +223,15 @@ def test_chinese_durations_read_as_chinese() -> None:
     words = words_for("zh-CN")
     assert [words.duration(s) for s in (42, 180, 185, 3720, None)] == ["42 秒", "3 分钟", "3 分 5 秒", "1 小时 02 分", "—"]
     assert [words_for("en").duration(s) for s in (42, 180, 185, 3720)] == ["42 s", "3 min", "3 min 05 s", "1 h 02 min"]
+
+
+@pytest.mark.parametrize("values", [[12.0, 30.0], [5.0, 9.0, 14.0, 14.5, 40.0], [float(n % 50) for n in range(320)]])
+def test_histogram_axis_counts_are_whole_distinct_numbers_up_to_the_tallest_bar(values: list[float]) -> None:
+    svg = histogram(values, "How fast", "#2f6db5", words_for("en"))
+    ticks = [int(t) for t in re.findall(r'class="tick">(\d+)</text>', svg)[:5]]  # the y axis comes first
+    assert ticks == sorted(set(ticks), reverse=True) and ticks[-1] == 0, ticks
+    tallest = max(float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', svg))
+    assert tallest <= 210 - 34 - 40 + 0.1, "no bar above the axis"
 
 
 def test_an_unknown_language_is_refused_naming_the_known_ones(engine) -> None:
