@@ -79,15 +79,17 @@ WORDS: dict[str, dict[str, str]] = {
         "histogram.median": "median {duration}",
         "histogram.p90": "p90 {duration}",
         "histogram.axis": "number of responses ({n}) by time taken",
-        "ranking.tooltip": "{name}: median {median}, p90 {p90}, {n} incidents",
-        "ranking.value": "· {n} incidents",
+        "ranking.tooltip": "{name}: median {median}, p90 {p90}, {incidents}",
+        "ranking.value": "· {incidents}",
+        "incidents.one": "1 incident",
+        "incidents.other": "{n} incidents",
         "ranking.legend": "bar: median · whisker: 90th percentile",
         "ranking.colours": "green / red: 8 % or more faster / slower than the district",
         "ranking.silent": "no incidents: {names}",
         "week": "week of {day}",
         "week.days": "{week} ({days} days)",
         "week.day": "{week} (1 day)",
-        "week.tooltip": "week of {day}: {n} incidents",
+        "week.tooltip": "week of {day}: {incidents}",
         "trend.incidents": "incidents (right scale)",
         "trend.accept": "median offer → accept",
         "trend.on_scene": "median accept → on scene",
@@ -168,15 +170,17 @@ WORDS: dict[str, dict[str, str]] = {
         "histogram.median": "中位数 {duration}",
         "histogram.p90": "第90百分位 {duration}",
         "histogram.axis": "按用时分组的响应次数（共 {n} 次）",
-        "ranking.tooltip": "{name}：中位数 {median}，第90百分位 {p90}，警情 {n} 起",
-        "ranking.value": "· 警情 {n} 起",
+        "ranking.tooltip": "{name}：中位数 {median}，第90百分位 {p90}，{incidents}",
+        "ranking.value": "· {incidents}",
+        "incidents.one": "警情 1 起",
+        "incidents.other": "警情 {n} 起",
         "ranking.legend": "条形：中位数 · 须线：第90百分位",
         "ranking.colours": "绿色 / 红色：比全区中位数快 / 慢 8% 及以上",
         "ranking.silent": "无警情：{names}",
         "week": "{day} 当周",
         "week.days": "{week}（{days} 天）",
         "week.day": "{week}（1 天）",
-        "week.tooltip": "{day} 当周：警情 {n} 起",
+        "week.tooltip": "{day} 当周：{incidents}",
         "trend.incidents": "警情数（右轴）",
         "trend.accept": "接单用时中位数",
         "trend.on_scene": "到场用时中位数",
@@ -241,6 +245,10 @@ class Words:
         if seconds < 3600:
             return self("minutes_seconds", m=int(seconds // 60), s=int(seconds % 60))
         return self("hours_minutes", h=int(seconds // 3600), m=int(seconds % 3600 // 60))
+
+    def incidents(self, count: int) -> str:
+        """1 incident, 5 incidents (警情 1 起)."""
+        return self("incidents.one") if count == 1 else self("incidents.other", n=count)
 
     def percent(self, share: float) -> str:
         return self("percent", p=share)
@@ -379,14 +387,14 @@ def ranking(rows: list[dict[str, Any]], key: str, title: str, reference: float |
         median, p90 = r["on_scene_median_s"], r["on_scene_p90_s"] or r["on_scene_median_s"]
         colour = FAST if median <= middle * 0.92 else SLOW if median >= middle * 1.08 else MID
         x_median, x_p90 = label_w + plot_w * median / longest, label_w + plot_w * p90 / longest
-        tooltip = w("ranking.tooltip", name=r[key], median=w.duration(median), p90=w.duration(p90), n=r["incidents"])
+        tooltip = w("ranking.tooltip", name=r[key], median=w.duration(median), p90=w.duration(p90), incidents=w.incidents(r["incidents"]))
         parts.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" class="label">{_e(_short(r[key], 17))}</text>'
                      f'<line x1="{x_median:.1f}" x2="{x_p90:.1f}" y1="{y + row_h / 2:.1f}" y2="{y + row_h / 2:.1f}" stroke="{MUTED}" stroke-width="1.5"/>'
                      f'<line x1="{x_p90:.1f}" x2="{x_p90:.1f}" y1="{y + 6}" y2="{y + row_h - 6}" stroke="{MUTED}" stroke-width="1.5"/>'
                      f'<rect x="{label_w}" y="{y + 4}" width="{x_median - label_w:.1f}" height="{row_h - 9}" rx="2" fill="{colour}">'
                      f"<title>{_e(tooltip)}</title></rect>"
                      f'<text x="{width - text_w + 6}" y="{y + 15}" class="value"><tspan font-weight="600">{w.duration(median)}</tspan> '
-                     f'{_e(w("ranking.value", n=r["incidents"]))}</text>')
+                     f'{_e(w("ranking.value", incidents=w.incidents(r["incidents"])))}</text>')
     bottom = top + row_h * len(ranked)
     parts.append(f'<text x="{label_w}" y="{bottom + 16}" class="axis">{_e(w("ranking.legend"))}</text>'
                  f'<text x="{label_w}" y="{bottom + 31}" class="axis">{_e(w("ranking.colours"))}</text>')
@@ -421,7 +429,7 @@ def trend(weeks: list[dict[str, Any]], title: str, w: Words = ENGLISH, width: in
         if days < 7:
             label = w("week.days" if days != 1 else "week.day", week=label, days=days)
         parts.append(f'<rect x="{x + slot * 0.2:.1f}" y="{top + plot_h - h:.1f}" width="{slot * 0.6:.1f}" height="{h:.1f}" fill="#cfd6dd">'
-                     f"<title>{_e(w('week.tooltip', day=week['week'], n=week['incidents']))}</title></rect>"
+                     f"<title>{_e(w('week.tooltip', day=week['week'], incidents=w.incidents(week['incidents'])))}</title></rect>"
                      f'<text x="{x + slot / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">{_e(label)}</text>')
     for key, colour in (("accept_median_s", ACCEPT_COLOUR), ("on_scene_median_s", SCENE_COLOUR)):
         points = [(left + (i + 0.5) * slot, top + plot_h * (1 - week[key] / longest), week[key]) for i, week in enumerate(weeks) if week[key] is not None]

@@ -223,6 +223,8 @@ def test_chinese_durations_read_as_chinese() -> None:
     words = words_for("zh-CN")
     assert [words.duration(s) for s in (42, 180, 185, 3720, None)] == ["42 秒", "3 分钟", "3 分 5 秒", "1 小时 02 分", "—"]
     assert [words_for("en").duration(s) for s in (42, 180, 185, 3720)] == ["42 s", "3 min", "3 min 05 s", "1 h 02 min"]
+    assert [words_for("en").incidents(n) for n in (1, 2)] == ["1 incident", "2 incidents"]
+    assert [words.incidents(n) for n in (1, 2)] == ["警情 1 起", "警情 2 起"]
 
 
 @pytest.mark.parametrize("values", [[12.0, 30.0], [5.0, 9.0, 14.0, 14.5, 40.0], [float(n % 50) for n in range(320)]])

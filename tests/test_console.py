@@ -109,15 +109,7 @@ class District:
 
     def login(self, user: str = "desk", page: str = "#/board"):
         """A new browser context logged in through the console's form; the page shows `page`."""
-        context = self.browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US")
-        tab = context.new_page()
-        tab.on("pageerror", lambda error: errors.append(f"{user}: {error}"))
-        tab.goto(f"{self.url}/console/{page}")
-        tab.fill("#login-name", user)
-        tab.fill("#login-password", PASSWORD)
-        tab.click("form.login button[type=submit]")
-        tab.wait_for_selector("body[data-ready]", state="attached", timeout=WAIT_MS)
-        return tab
+        return console_login(self.browser, self.url, user, PASSWORD, page, errors, {"width": 1440, "height": 900})
 
     def shot(self, tab, name: str) -> Path:
         path = self.shots / f"{name}.png"
@@ -156,6 +148,19 @@ class District:
 
 
 errors: list[str] = []
+
+
+def console_login(browser, url: str, user: str, password: str, page: str, page_errors: list[str], viewport: dict[str, int]):
+    """A new browser context logged in as `user` through the console's form; the page shows `page`; the page's script
+    errors go to `page_errors`."""
+    tab = browser.new_context(viewport=viewport, locale="en-US").new_page()
+    tab.on("pageerror", lambda error: page_errors.append(f"{user}: {error}"))
+    tab.goto(f"{url}/console/{page}")
+    tab.fill("#login-name", user)
+    tab.fill("#login-password", password)
+    tab.click("form.login button[type=submit]")
+    tab.wait_for_selector("body[data-ready]", state="attached", timeout=WAIT_MS)
+    return tab
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 15.0) -> object:

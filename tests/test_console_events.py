@@ -21,6 +21,7 @@ from bench.mobilise import event_spec, seed_register
 from guardlink.callup import Answer, GuardAnswer
 from hub.accounts import Role
 from hub.events_store import apply_answers, record_change
+from tests.test_console import console_login
 from tests.test_hub_api import PASSWORD
 from tests.test_patrol import district
 
@@ -50,14 +51,7 @@ def browser() -> Iterator[object]:
 
 
 def login(browser, url: str, user: str, page: str, errors: list[str], viewport: dict[str, int] | None = None):
-    tab = browser.new_context(viewport=viewport or {"width": 1440, "height": 1000}, locale="en-US").new_page()
-    tab.on("pageerror", lambda error: errors.append(f"{user}: {error}"))
-    tab.goto(f"{url}/console/{page}")
-    tab.fill("#login-name", user)
-    tab.fill("#login-password", PASSWORD)
-    tab.click("form.login button[type=submit]")
-    tab.wait_for_selector("body[data-ready]", state="attached", timeout=WAIT_MS)
-    return tab
+    return console_login(browser, url, user, PASSWORD, page, errors, viewport or {"width": 1440, "height": 1000})
 
 
 def headcount(tab) -> str:
